@@ -1,0 +1,42 @@
+"""Configuration read from the environment, in one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_SQLITE_PATH = Path("var") / "fenxiao.db"
+
+
+def database_url() -> str:
+    url = os.environ.get("FENXIAO_DATABASE_URL", "").strip()
+    if url:
+        return url
+    DEFAULT_SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{DEFAULT_SQLITE_PATH.resolve()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    currency: str = "CNY"
+    command_attempts: int = 40
+    projection_batch_size: int = 2000
+    min_position_timeout_s: float = 5.0
+    max_body_bytes: int = 1 << 20
+    admin_token: str | None = None
+    cipher_key: str | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        values: dict[str, object] = {
+            "database_url": database_url(),
+            "currency": os.environ.get("FENXIAO_CURRENCY", "CNY"),
+            "admin_token": os.environ.get("FENXIAO_ADMIN_TOKEN") or None,
+            "cipher_key": os.environ.get("FENXIAO_CIPHER_KEY") or None,
+        }
+        batch = os.environ.get("FENXIAO_PROJECTION_BATCH_SIZE")
+        if batch:
+            values["projection_batch_size"] = int(batch)
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

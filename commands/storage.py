@@ -1,0 +1,67 @@
+"""Tables owned by the infrastructure (not by a read model), and dialect helpers.
+
+The event store table itself is defined by eventsourcing-sqlalchemy; Alembic creates it
+with the same shape (see migrations/). Read-model tables live with their projections.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+metadata = MetaData()
+
+EVENTS_TABLE = "fenxiao_events"
+NOTIFY_CHANNEL = EVENTS_TABLE
+
+# One row per projection or process manager: the last log position it has applied.
+tracking = Table(
+    "fenxiao_tracking", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("position", BigInteger().with_variant(Integer(), "sqlite"), nullable=False),
+)
+
+# The stored response of every command sent with an Idempotency-Key, written in the
+# same transaction as the command's events.
+idempotency = Table(
+    "fenxiao_idempotency", metadata,
+    Column("principal", String(100), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_tokens = Table(
+    "fenxiao_api_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("distributor_id", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("name", name="uq_fenxiao_api_tokens_name"),
+)
+
+
+def insert_for(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which supports ON CONFLICT on both SQLite and PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
+           key: Iterable[str], update: Iterable[str]) -> None:
+    """INSERT rows, overwriting the `update` columns where the key already exists."""
+    if not rows:
+        return
+    stmt = insert_for(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: stmt.excluded[name] for name in update},
+    )
+    conn.execute(stmt, list(rows))

@@ -1,0 +1,27 @@
+"""JSON shapes shared by command replies and queries (aggregates and read-model rows
+carry the same attribute names, so one function serves both)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def money(amount_minor: int | None, currency: str) -> dict[str, Any] | None:
+    return None if amount_minor is None else {"amount": amount_minor, "currency": currency}
+
+
+def warehouse_view(w: Any) -> dict[str, Any]:
+    return {"warehouse_id": w.warehouse_id, "name": w.name, "region": w.region}
+
+
+def product_view(p: Any) -> dict[str, Any]:
+    return {
+        "sku": p.sku, "name": p.name, "spec": p.spec,
+        "price": money(p.price_minor, p.currency),
+        "wholesale_price": money(p.wholesale_price_minor, p.currency),
+        "listed": bool(p.listed),
+    }
+
+
+def stock_view(s: Any) -> dict[str, Any]:
+    return {"sku": s.sku, "warehouse_id": s.warehouse_id, "on_hand": s.on_hand,
+            "reserved": s.reserved, "available": s.on_hand - s.reserved}

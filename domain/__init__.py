@@ -1,0 +1,1 @@
+"""Aggregates and events: pure Python, no I/O, no framework imports."""

@@ -1,0 +1,39 @@
+"""HTTP entry points (Flask + flask-smorest) and the command line."""
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+from api import catalog, errors, ops, stock
+from commands import Fenxiao
+from commands.settings import Settings
+from projections import all_projections
+from projections.runner import ProjectionRunner
+
+BLUEPRINTS = (catalog.blp, stock.blp, ops.blp)
+
+
+def create_app(settings: Settings | None = None, *, application: Fenxiao | None = None,
+               start_worker: bool = False) -> Flask:
+    """The WSGI app. With `start_worker`, the projections run in a background thread."""
+    settings = settings or Settings.from_env()
+    application = application or Fenxiao(settings)
+    flask = Flask("fenxiao")
+    flask.config.update(
+        API_TITLE="Fenxiao", API_VERSION="v1", OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1", OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+    )
+    api = Api(flask, spec_kwargs={"info": {"description": "Fenxiao HTTP API"}})
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer"})
+    api.spec.options["security"] = [{"bearer": []}]
+    errors.register(flask)  # after Api(), so our envelope replaces its error handler
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)
+    flask.extensions["fenxiao"] = application
+    if start_worker:
+        runner = ProjectionRunner(application, all_projections())
+        runner.start()
+        flask.extensions["fenxiao_runner"] = runner
+    return flask

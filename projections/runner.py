@@ -13,6 +13,7 @@ import time
 import zlib
 from typing import Any, Callable, Iterable, Sequence
 
+import sqlalchemy.exc
 from eventsourcing.persistence import StoredEvent
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
@@ -65,8 +66,7 @@ class ProjectionRunner:
         """Apply the next batch of events to `projection`; return how many were read."""
         with self.app.datastore.transaction(commit=True) as session:
             conn = session.connection()
-            start = conn.execute(select(tracking.c.position)
-                                 .where(tracking.c.name == projection.name)).scalar() or 0
+            start = self._lock_position(conn, projection.name)
             head = conn.execute(select(func.max(self.events.c.id))).scalar() or 0
             if head <= start:
                 return 0
@@ -82,6 +82,23 @@ class ProjectionRunner:
             projection.apply_batch(conn, [self._decode(r) for r in rows])
             advance_tracking(conn, projection.name, start, end)
             return end - start
+
+    def _lock_position(self, conn: Connection, name: str) -> int:
+        """Read the position, holding its row lock on PostgreSQL so a second runner waits
+        for this batch instead of reading the same events."""
+        query = select(tracking.c.position).where(tracking.c.name == name)
+        if self.is_postgres:
+            query = query.with_for_update()
+        start = conn.execute(query).scalar()
+        if start is None:
+            conn.execute(insert_for(conn, tracking).values(name=name, position=0)
+                         .on_conflict_do_nothing())
+            start = conn.execute(query).scalar()
+        return start
+
+    def position(self, name: str) -> int:
+        with self.app.engine.connect() as conn:
+            return positions(conn).get(name, 0)
 
     def _decode(self, row: Any) -> Any:
         state = row.state
@@ -99,10 +116,17 @@ class ProjectionRunner:
                     progress(n)
 
     def _run_batch_retrying(self, projection: Projection) -> int:
+        before = self.position(projection.name)
         try:
             return self.run_batch(projection)
         except TrackingConflict:
             return 1  # someone else advanced it; read again from their position
+        except sqlalchemy.exc.IntegrityError:
+            # Another runner's rows for the same batch collided with ours before our
+            # tracking write could refuse: the same lost race, reported by a constraint.
+            if self.position(projection.name) != before:
+                return 1
+            raise
 
     def rebuild(self, name: str, progress: Callable[[int], None] | None = None) -> None:
         """Empty a projection's tables and replay the whole log into them."""

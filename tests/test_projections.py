@@ -1,0 +1,161 @@
+"""Projections: batched catch-up, exactly-once tracking, rebuild equals live."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from commands import Fenxiao
+from commands.app import CommandContext
+from projections import all_projections
+from projections.catalog import get_product, products, warehouses
+from projections.inventory import inventory, sku_inventory
+from projections.runner import (ProjectionRunner, TrackingConflict, advance_tracking,
+                                positions, wait_for_position)
+
+
+def activity(app: Fenxiao) -> None:
+    """A little of everything, through the ordinary commands."""
+    run = lambda command: app.execute(command)  # noqa: E731
+    for w in ("W1", "W2", "W3"):
+        run(lambda: app.open_warehouse(w, f"Warehouse {w}", "east"))
+    for n in range(4):
+        run(lambda: app.add_product(f"SKU-{n}", f"Product {n}", "", 100 + n))
+    for n in range(4):
+        for w in ("W1", "W2"):
+            run(lambda: app.receive_stock(f"SKU-{n}", w, 10 + n, "PO"))
+    run(lambda: app.transfer_stock("SKU-1", "W1", "W3", 5))
+    run(lambda: app.reserve_stock("SKU-2", "W2", 7, "O-1"))
+    run(lambda: app.issue_stock("SKU-2", "W2", 3, "O-1"))
+    run(lambda: app.release_stock("SKU-2", "W2", 2, "O-1"))
+    run(lambda: app.restock("SKU-2", "W2", 1, "RMA-1"))
+    run(lambda: app.adjust_stock("SKU-3", "W1", -4, "stock count"))
+    run(lambda: app.change_price("SKU-0", 150))
+    run(lambda: app.delist_product("SKU-3"))
+
+
+def snapshot(app: Fenxiao) -> dict[str, list]:
+    with app.engine.connect() as conn:
+        return {t.name: sorted(tuple(r) for r in conn.execute(select(t)))
+                for t in (products, warehouses, inventory)}
+
+
+def test_catch_up_builds_the_read_models(app: Fenxiao) -> None:
+    activity(app)
+    ProjectionRunner(app, all_projections(), batch_size=7).catch_up()
+    with app.engine.connect() as conn:
+        sku2 = sku_inventory(conn, "SKU-2")
+        assert sku2["on_hand"] == 12 + 12 - 3 + 1 and sku2["reserved"] == 2
+        assert sku_inventory(conn, "SKU-1")["warehouses"][2]["on_hand"] == 5
+        assert get_product(conn, "SKU-0")["price"]["amount"] == 150
+        assert get_product(conn, "SKU-3")["listed"] is False
+        assert set(positions(conn).values()) == {app.last_position()}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 1000])
+def test_rebuild_equals_live_whatever_the_batch_size(app: Fenxiao, batch_size: int) -> None:
+    runner = ProjectionRunner(app, all_projections(), batch_size=batch_size)
+    activity(app)
+    runner.catch_up()  # incrementally, as events arrived in two waves
+    app.execute(lambda: app.receive_stock("SKU-0", "W3", 2, "PO-late"))
+    runner.catch_up()
+    live = snapshot(app)
+    for projection in runner.projections:
+        runner.rebuild(projection)
+    assert snapshot(app) == live
+
+
+def test_tracking_moves_only_forward_from_the_expected_position(app: Fenxiao) -> None:
+    with app.engine.begin() as conn:
+        advance_tracking(conn, "p", 0, 5)
+        with pytest.raises(TrackingConflict):
+            advance_tracking(conn, "p", 0, 9)  # someone else already moved it
+        with pytest.raises(TrackingConflict):
+            advance_tracking(conn, "p", 5, 5)
+        advance_tracking(conn, "p", 5, 9)
+        assert positions(conn)["p"] == 9
+
+
+def test_concurrent_runners_apply_each_event_exactly_once(app: Fenxiao) -> None:
+    activity(app)
+    expected_runner = ProjectionRunner(app, all_projections())
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ProjectionRunner(app, all_projections(), batch_size=2).catch_up()
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    concurrent = snapshot(app)
+    for projection in expected_runner.projections:
+        expected_runner.rebuild(projection)
+    assert snapshot(app) == concurrent
+
+
+def test_concurrent_tracking_writes_on_postgres_one_wins(app: Fenxiao) -> None:
+    """Two transactions move the same position from the same start: exactly one commits."""
+    if app.engine.dialect.name != "postgresql":
+        return  # SQLite serialises writers; the forward-only rule is covered above
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def contend(new: int) -> None:
+        try:
+            with app.engine.begin() as conn:
+                barrier.wait()
+                advance_tracking(conn, "contended", 0, new)
+            outcomes.append("won")
+        except TrackingConflict:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=contend, args=(n,)) for n in (3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["lost", "won"]
+
+
+def test_background_worker_and_min_position(app: Fenxiao) -> None:
+    runner = ProjectionRunner(app, all_projections(), poll_interval_s=0.05)
+    runner.start()
+    try:
+        activity(app)
+        head = app.last_position()
+        assert wait_for_position(app, ["catalog", "inventory"], head, 10.0) == head
+        assert wait_for_position(app, ["inventory"], head + 100, 0.2) is None
+    finally:
+        runner.stop()
+
+
+def test_worker_survives_a_failing_batch(app: Fenxiao, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = ProjectionRunner(app, all_projections(), poll_interval_s=0.05)
+    inventory_projection = runner.projections["inventory"]
+    real = inventory_projection.apply_batch
+    failures = []
+
+    def flaky(conn, events):  # fails once, then works
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("database hiccup")
+        return real(conn, events)
+
+    monkeypatch.setattr(inventory_projection, "apply_batch", flaky)
+    app.execute(lambda: app.open_warehouse("W1", "W", "east"))
+    app.execute(lambda: app.add_product("A", "A", "", 1))
+    app.execute(lambda: app.receive_stock("A", "W1", 3, "PO"), context=CommandContext("t"))
+    runner.start()
+    try:
+        assert wait_for_position(app, ["inventory"], app.last_position(), 10.0)
+    finally:
+        runner.stop()
+    with app.engine.connect() as conn:
+        assert sku_inventory(conn, "A")["on_hand"] == 3

@@ -45,14 +45,14 @@ class MoneySchema(Schema):
     currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$"))
 
 
-class PageQuery(Schema):
-    limit = StrictInt(load_default=50, validate=validate.Range(min=1, max=500))
-    cursor = fields.String(load_default=None, validate=validate.Length(max=500))
-    min_position = StrictInt(load_default=None, validate=validate.Range(min=0))
-
-
+# Query strings are text, so their integers are parsed (not strict like JSON bodies).
 class ReadQuery(Schema):
-    min_position = StrictInt(load_default=None, validate=validate.Range(min=0))
+    min_position = fields.Integer(load_default=None, validate=validate.Range(min=0))
+
+
+class PageQuery(ReadQuery):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=500))
 
 
 class ErrorBody(Schema):

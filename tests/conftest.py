@@ -108,3 +108,14 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'fenxiao.db'}"
     upgrade(url)
     return url
+
+
+@pytest.fixture
+def api(app: Fenxiao) -> Iterator["Api"]:
+    """The HTTP API on the test database, with the projection worker running."""
+    from api import create_app
+    from tests.api_support import Api
+
+    flask = create_app(app.settings, application=app, start_worker=True)
+    yield Api(flask.test_client(), app.engine)
+    flask.extensions["fenxiao_runner"].stop()

@@ -100,6 +100,8 @@ class CoreApp(Application):
         self.datastore = self.recorder.datastore  # type: ignore[attr-defined]
         self.engine = self.datastore.engine
         self.commit_listeners: list[Callable[[int], None]] = []
+        # The one clock of the application; tests and replays set their own.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
     def close(self) -> None:
         super().close()
@@ -183,6 +185,16 @@ class CoreApp(Application):
 
     def exists(self, aggregate_id: UUID) -> bool:
         return bool(self.recorder.select_events(aggregate_id, limit=1))
+
+    def find(self, aggregate_id: UUID) -> Any | None:
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
+    @staticmethod
+    def _new_id(prefix: str) -> str:
+        return prefix + uuid4().hex[:12].upper()
 
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0

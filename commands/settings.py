@@ -26,6 +26,9 @@ class Settings:
     max_body_bytes: int = 1 << 20
     admin_token: str | None = None
     cipher_key: str | None = None
+    binding_days: int = 0  # 0: a customer stays bound to the first referrer for good
+    self_purchase_commission: bool = False
+    min_withdrawal_minor: int = 100
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -35,8 +38,12 @@ class Settings:
             "admin_token": os.environ.get("FENXIAO_ADMIN_TOKEN") or None,
             "cipher_key": os.environ.get("FENXIAO_CIPHER_KEY") or None,
         }
-        batch = os.environ.get("FENXIAO_PROJECTION_BATCH_SIZE")
-        if batch:
-            values["projection_batch_size"] = int(batch)
+        for name, key in (("projection_batch_size", "FENXIAO_PROJECTION_BATCH_SIZE"),
+                          ("binding_days", "FENXIAO_BINDING_DAYS"),
+                          ("min_withdrawal_minor", "FENXIAO_MIN_WITHDRAWAL")):
+            if os.environ.get(key):
+                values[name] = int(os.environ[key])
+        values["self_purchase_commission"] = (
+            os.environ.get("FENXIAO_SELF_PURCHASE_COMMISSION", "0") == "1")
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

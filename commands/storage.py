@@ -65,3 +65,16 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]],
         set_={name: stmt.excluded[name] for name in update},
     )
     conn.execute(stmt, list(rows))
+
+
+def increment(conn: Connection, table: Table, key: Iterable[str],
+              rows: Sequence[Mapping[str, Any]], add: Iterable[str]) -> None:
+    """INSERT rows; where the key exists, add the `add` columns to what is there."""
+    if not rows:
+        return
+    stmt = insert_for(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: table.c[name] + stmt.excluded[name] for name in add},
+    )
+    conn.execute(stmt, list(rows))

@@ -25,3 +25,10 @@ def product_view(p: Any) -> dict[str, Any]:
 def stock_view(s: Any) -> dict[str, Any]:
     return {"sku": s.sku, "warehouse_id": s.warehouse_id, "on_hand": s.on_hand,
             "reserved": s.reserved, "available": s.on_hand - s.reserved}
+
+
+def rule_view(sku: str | None, kind: str, level1: int, level2: int,
+              version: int) -> dict[str, Any]:
+    names = ("level1_rate_bp", "level2_rate_bp") if kind == "rate" else (
+        "level1_fixed", "level2_fixed")
+    return {"sku": sku, "kind": kind, "version": version, names[0]: level1, names[1]: level2}

@@ -4,13 +4,13 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 
-from api import catalog, errors, ops, stock
+from api import catalog, distributors, errors, ops, stock
 from commands import Fenxiao
 from commands.settings import Settings
 from projections import all_projections
 from projections.runner import ProjectionRunner
 
-BLUEPRINTS = (catalog.blp, stock.blp, ops.blp)
+BLUEPRINTS = (catalog.blp, stock.blp, distributors.blp, ops.blp)
 
 
 def create_app(settings: Settings | None = None, *, application: Fenxiao | None = None,

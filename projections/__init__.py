@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from projections.base import Projection
 from projections.catalog import CatalogProjection
+from projections.commissions import CommissionsProjection
+from projections.distributors import DistributorsProjection
 from projections.inventory import InventoryProjection
+from projections.ledger import LedgerProjection
 
 
 def all_projections() -> list[Projection]:
-    return [CatalogProjection(), InventoryProjection()]
+    return [CatalogProjection(), InventoryProjection(), DistributorsProjection(),
+            CommissionsProjection(), LedgerProjection()]

@@ -1,0 +1,284 @@
+"""Distributors, commission rules, earnings and withdrawals."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate, validates_schema, ValidationError
+
+from api.auth import ANY_ROLE, requires
+from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.schemas import Id, MoneySchema, PageQuery, ReadQuery, StrictInt, Text, require_currency
+from domain.errors import NotFound
+from projections.commissions import CommissionsProjection, commissions_of
+from projections.distributors import (DistributorsProjection, commission_rules_in_force,
+                                      direct_downline, get_distributor)
+from projections.ledger import LedgerProjection, earnings_of
+
+blp = Blueprint("distributors", __name__, url_prefix="/api/v1",
+                description="Distributors, commission rules, earnings and withdrawals")
+STAFF = ("admin", "operator", "auditor")
+
+
+class ApplicationIn(Schema):
+    name = Text(200, required=True)
+    phone = Text(32, required=True)
+    referral_code = fields.String(load_default=None, validate=validate.Regexp(
+        r"^[A-Za-z0-9]{4,20}$", error="not a referral code"))
+    distributor_id = Id(load_default=None)
+
+
+class ReasonIn(Schema):
+    reason = Text(500, required=True)
+
+
+class UplineIn(Schema):
+    upline_id = Id(required=True, allow_none=True)
+    reason = Text(500, required=True)
+
+
+class DistributorOut(Schema):
+    distributor_id = fields.String()
+    name = fields.String()
+    status = fields.String()
+    referral_code = fields.String(allow_none=True)
+    upline_id = fields.String(allow_none=True)
+    downline_count = fields.Integer()
+    position = fields.Integer()
+
+
+class DistributorPage(Schema):
+    items = fields.List(fields.Nested(DistributorOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class EarningsOut(Schema):
+    distributor_id = fields.String()
+    currency = fields.String()
+    pending = fields.Integer()
+    available = fields.Integer()
+    withdrawing = fields.Integer()
+    paid_out = fields.Integer()
+    reversed = fields.Integer()
+    lifetime_earned = fields.Integer()
+
+
+class RuleIn(Schema):
+    sku = Id(load_default=None)
+    level1_rate_bp = StrictInt(validate=validate.Range(min=0, max=10_000))
+    level2_rate_bp = StrictInt(validate=validate.Range(min=0, max=10_000))
+    level1_fixed = StrictInt(validate=validate.Range(min=0, max=10**9))
+    level2_fixed = StrictInt(validate=validate.Range(min=0, max=10**9))
+
+    @validates_schema
+    def one_kind(self, data: dict[str, Any], **_: Any) -> None:
+        rates = {"level1_rate_bp", "level2_rate_bp"} & data.keys()
+        fixed = {"level1_fixed", "level2_fixed"} & data.keys()
+        if not ((len(rates) == 2 and not fixed) or (len(fixed) == 2 and not rates)):
+            raise ValidationError("give level1_rate_bp and level2_rate_bp, or level1_fixed "
+                                  "and level2_fixed", "_schema")
+
+
+class RuleOut(Schema):
+    sku = fields.String(allow_none=True)
+    kind = fields.String()
+    version = fields.Integer()
+    level1_rate_bp = fields.Integer()
+    level2_rate_bp = fields.Integer()
+    level1_fixed = fields.Integer()
+    level2_fixed = fields.Integer()
+
+
+class WithdrawalIn(Schema):
+    amount = fields.Nested(MoneySchema, required=True)
+    withdrawal_id = Id(load_default=None)
+
+
+class PaymentIn(Schema):
+    payment_reference = Text(200, required=True)
+
+
+class WithdrawalOut(Schema):
+    withdrawal_id = fields.String()
+    distributor_id = fields.String()
+    amount = fields.Nested(MoneySchema)
+    status = fields.String()
+    payment_reference = fields.String(allow_none=True)
+    position = fields.Integer()
+
+
+def visible(distributor_id: str) -> None:
+    """A distributor's token sees only its own distributor; others get 404, so that the
+    answer never tells whether another distributor exists."""
+    principal = g.principal
+    if principal.role == "distributor" and principal.distributor_id != distributor_id:
+        raise NotFound(f"distributor {distributor_id} not found",
+                       distributor_id=distributor_id)
+
+
+# -- commands -------------------------------------------------------------------------
+
+@blp.route("/distributors/applications", methods=["POST"])
+@requires("integration", "admin", "operator")
+@blp.arguments(ApplicationIn)
+@blp.response(201, DistributorOut)
+def apply(body: dict[str, Any]) -> Any:
+    app = fenxiao()
+    return run_command(lambda: app.apply_distributor(**body), status=201)
+
+
+@blp.route("/distributors/<distributor_id>/approve", methods=["POST"])
+@requires("admin", "operator")
+@blp.response(200, DistributorOut)
+def approve(distributor_id: str) -> Any:
+    app = fenxiao()
+    return run_command(lambda: app.approve_distributor(distributor_id))
+
+
+def _reasoned(action: str) -> Any:
+    def view(body: dict[str, Any], distributor_id: str) -> Any:
+        app = fenxiao()
+        command = getattr(app, f"{action}_distributor")
+        return run_command(lambda: command(distributor_id, body["reason"]))
+    view.__name__ = action
+    return view
+
+
+for _action in ("reject", "suspend", "reinstate"):
+    blp.route(f"/distributors/<distributor_id>/{_action}", methods=["POST"])(
+        requires("admin", "operator")(blp.arguments(ReasonIn)(
+            blp.response(200, DistributorOut)(_reasoned(_action)))))
+
+
+@blp.route("/distributors/<distributor_id>/upline", methods=["POST"])
+@requires("admin")
+@blp.arguments(UplineIn)
+@blp.response(200, DistributorOut)
+def change_upline(body: dict[str, Any], distributor_id: str) -> Any:
+    app = fenxiao()
+    return run_command(lambda: app.change_upline(distributor_id, body["upline_id"],
+                                                 body["reason"]))
+
+
+@blp.route("/commission-rules", methods=["POST"])
+@requires("admin")
+@blp.arguments(RuleIn)
+@blp.response(201, RuleOut)
+def set_rule(body: dict[str, Any]) -> Any:
+    app = fenxiao()
+    kind = "rate" if "level1_rate_bp" in body else "fixed"
+    level1 = body.get("level1_rate_bp", body.get("level1_fixed"))
+    level2 = body.get("level2_rate_bp", body.get("level2_fixed"))
+    return run_command(lambda: app.set_commission_rule(body["sku"], kind, level1, level2),
+                       status=201)
+
+
+@blp.route("/distributors/<distributor_id>/withdrawals", methods=["POST"])
+@requires("distributor", "admin")
+@blp.arguments(WithdrawalIn)
+@blp.response(201, WithdrawalOut)
+def request_withdrawal(body: dict[str, Any], distributor_id: str) -> Any:
+    visible(distributor_id)
+    app = fenxiao()
+    amount = require_currency(body["amount"], app.settings.currency, "amount")
+    return run_command(lambda: app.request_withdrawal(distributor_id, amount,
+                                                      body["withdrawal_id"]), status=201)
+
+
+@blp.route("/withdrawals/<withdrawal_id>/approve", methods=["POST"])
+@requires("admin")
+@blp.arguments(PaymentIn)
+@blp.response(200, WithdrawalOut)
+def approve_withdrawal(body: dict[str, Any], withdrawal_id: str) -> Any:
+    app = fenxiao()
+    return run_command(lambda: app.approve_withdrawal(withdrawal_id,
+                                                      body["payment_reference"]))
+
+
+@blp.route("/withdrawals/<withdrawal_id>/reject", methods=["POST"])
+@requires("admin")
+@blp.arguments(ReasonIn)
+@blp.response(200, WithdrawalOut)
+def reject_withdrawal(body: dict[str, Any], withdrawal_id: str) -> Any:
+    app = fenxiao()
+    return run_command(lambda: app.reject_withdrawal(withdrawal_id, body["reason"]))
+
+
+# -- queries --------------------------------------------------------------------------
+
+@blp.route("/distributors/<distributor_id>", methods=["GET"])
+@requires(*STAFF, "distributor")
+@blp.arguments(ReadQuery, location="query")
+@blp.response(200, DistributorOut)
+def distributor(query: dict[str, Any], distributor_id: str) -> Any:
+    visible(distributor_id)
+    position = read_position([DistributorsProjection.name], query["min_position"])
+    with fenxiao().engine.connect() as conn:
+        found = get_distributor(conn, distributor_id)
+    if found is None:
+        raise NotFound(f"distributor {distributor_id} not found",
+                       distributor_id=distributor_id)
+    return query_response(found, position)
+
+
+@blp.route("/distributors/<distributor_id>/downline", methods=["GET"])
+@requires(*STAFF, "distributor")
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, DistributorPage)
+def downline(query: dict[str, Any], distributor_id: str) -> Any:
+    visible(distributor_id)
+    position = read_position([DistributorsProjection.name], query["min_position"])
+    with fenxiao().engine.connect() as conn:
+        if get_distributor(conn, distributor_id) is None:
+            raise NotFound(f"distributor {distributor_id} not found",
+                           distributor_id=distributor_id)
+        rows = direct_downline(conn, distributor_id, decode_cursor(query["cursor"]),
+                               query["limit"] + 1)
+    return query_response(page(rows, query["limit"], lambda d: d["distributor_id"]),
+                          position)
+
+
+@blp.route("/distributors/<distributor_id>/earnings", methods=["GET"])
+@requires(*STAFF, "distributor")
+@blp.arguments(ReadQuery, location="query")
+@blp.response(200, EarningsOut)
+def earnings(query: dict[str, Any], distributor_id: str) -> Any:
+    visible(distributor_id)
+    app = fenxiao()
+    position = read_position([LedgerProjection.name, DistributorsProjection.name],
+                             query["min_position"])
+    with app.engine.connect() as conn:
+        if get_distributor(conn, distributor_id) is None:
+            raise NotFound(f"distributor {distributor_id} not found",
+                           distributor_id=distributor_id)
+        return query_response(earnings_of(conn, distributor_id, app.settings.currency),
+                              position)
+
+
+@blp.route("/distributors/<distributor_id>/commissions", methods=["GET"])
+@requires(*STAFF, "distributor")
+@blp.arguments(PageQuery, location="query")
+def commissions(query: dict[str, Any], distributor_id: str) -> Any:
+    visible(distributor_id)
+    position = read_position([CommissionsProjection.name, DistributorsProjection.name],
+                             query["min_position"])
+    with fenxiao().engine.connect() as conn:
+        if get_distributor(conn, distributor_id) is None:
+            raise NotFound(f"distributor {distributor_id} not found",
+                           distributor_id=distributor_id)
+        rows = commissions_of(conn, distributor_id, decode_cursor(query["cursor"]),
+                              query["limit"] + 1)
+    body = page(rows, query["limit"], lambda c: c["cursor"])
+    for item in body["items"]:
+        del item["cursor"]
+    return query_response(body, position)
+
+
+@blp.route("/commission-rules", methods=["GET"])
+@requires(*ANY_ROLE)
+@blp.arguments(ReadQuery, location="query")
+def rules(query: dict[str, Any]) -> Any:
+    position = read_position([DistributorsProjection.name], query["min_position"])
+    with fenxiao().engine.connect() as conn:
+        return query_response({"items": commission_rules_in_force(conn)}, position)

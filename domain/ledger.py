@@ -1,0 +1,220 @@
+"""Double-entry commission ledger.
+
+A line is {"account": name, "amount": minor units}, debit positive and credit negative;
+every entry's lines sum to zero. "X -> Y" in DESIGN.md means debit X, credit Y. Distributor
+accounts are `distributor:{id}:pending|available|withdrawing` (what the merchant owes them,
+so their balances are credit balances); merchant accounts are `merchant:{name}`.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import DomainError, InvalidCommand, InvalidTransition
+from domain.ids import natural_id
+
+BUCKETS = ("pending", "available", "withdrawing")
+COMMISSION_EXPENSE = "merchant:commission_expense"
+CASH = "merchant:cash"
+SALES = "merchant:sales"
+REFUNDS = "merchant:refunds"
+MERCHANT_ACCOUNTS = (COMMISSION_EXPENSE, CASH, SALES, REFUNDS)
+DISTRIBUTOR_ACCOUNT = re.compile(r"^distributor:[A-Za-z0-9_.:-]{1,64}:(pending|available|"
+                                 r"withdrawing)$")
+
+Line = dict[str, Any]
+
+
+class Unbalanced(DomainError):
+    code = "unbalanced"
+
+
+class InsufficientBalance(DomainError):
+    code = "insufficient_balance"
+
+
+def account(distributor_id: str, bucket: str) -> str:
+    assert bucket in BUCKETS, bucket
+    return f"distributor:{distributor_id}:{bucket}"
+
+
+def transfer_lines(debit_account: str, credit_account: str, amount_minor: int) -> list[Line]:
+    assert amount_minor > 0, amount_minor
+    return [{"account": debit_account, "amount": amount_minor},
+            {"account": credit_account, "amount": -amount_minor}]
+
+
+def accrual_lines(distributor_id: str, amount_minor: int) -> list[Line]:
+    return transfer_lines(COMMISSION_EXPENSE, account(distributor_id, "pending"), amount_minor)
+
+
+def maturity_lines(distributor_id: str, amount_minor: int) -> list[Line]:
+    return transfer_lines(account(distributor_id, "pending"),
+                          account(distributor_id, "available"), amount_minor)
+
+
+def reverse_pending_lines(distributor_id: str, amount_minor: int) -> list[Line]:
+    return transfer_lines(account(distributor_id, "pending"), COMMISSION_EXPENSE, amount_minor)
+
+
+def clawback_lines(distributor_id: str, amount_minor: int) -> list[Line]:
+    return transfer_lines(account(distributor_id, "available"), COMMISSION_EXPENSE,
+                          amount_minor)
+
+
+def withdrawal_request_lines(distributor_id: str, amount_minor: int) -> list[Line]:
+    return transfer_lines(account(distributor_id, "available"),
+                          account(distributor_id, "withdrawing"), amount_minor)
+
+
+def withdrawal_paid_lines(distributor_id: str, amount_minor: int) -> list[Line]:
+    return transfer_lines(account(distributor_id, "withdrawing"), CASH, amount_minor)
+
+
+def withdrawal_rejected_lines(distributor_id: str, amount_minor: int) -> list[Line]:
+    return transfer_lines(account(distributor_id, "withdrawing"),
+                          account(distributor_id, "available"), amount_minor)
+
+
+def check_lines(currency: str, lines: list[Line]) -> None:
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise InvalidCommand(f"{currency!r} is not a currency code", field="currency")
+    if len(lines) < 2:
+        raise Unbalanced("an entry needs at least two lines")
+    for line in lines:
+        amount, name = line.get("amount"), line.get("account", "")
+        if type(amount) is not int or amount == 0:
+            raise Unbalanced(f"line amounts must be non-zero integers, not {amount!r}")
+        if name not in MERCHANT_ACCOUNTS and not DISTRIBUTOR_ACCOUNT.match(name):
+            raise InvalidCommand(f"unknown account {name!r}", field="account")
+    total = sum(line["amount"] for line in lines)
+    if total != 0:
+        raise Unbalanced(f"debits and credits differ by {total}", total=total)
+
+
+class JournalEntry(Aggregate):
+    """One balanced posting per cause: the id derives from the cause, so the same cause
+    can never post twice (a second one collides on the stream)."""
+
+    @staticmethod
+    def create_id(cause: str) -> UUID:
+        return natural_id("journal_entry", cause)
+
+    @classmethod
+    def post(cls, cause: str, kind: str, currency: str, lines: list[Line], memo: str,
+             at: datetime) -> "JournalEntry":
+        check_lines(currency, lines)
+        return cls(cause=cause, kind=kind, currency=currency,
+                   lines=[{"account": line["account"], "amount": line["amount"]}
+                          for line in lines], memo=memo, at=at)
+
+    @event("EntryPosted")
+    def __init__(self, cause: str, kind: str, currency: str, lines: list[Line], memo: str,
+                 at: datetime) -> None:
+        self.cause = cause
+        self.kind = kind
+        self.currency = currency
+        self.lines = lines
+        self.memo = memo
+        self.at = at
+
+
+class Wallet(Aggregate):
+    """A distributor's three balances, kept on the write side for the withdrawal rules."""
+
+    @staticmethod
+    def create_id(distributor_id: str) -> UUID:
+        return natural_id("wallet", distributor_id)
+
+    @event("WalletOpened")
+    def __init__(self, distributor_id: str, currency: str) -> None:
+        self.distributor_id = distributor_id
+        self.currency = currency
+        self.pending = 0
+        self.available = 0  # may go negative after a clawback; carried forward
+        self.withdrawing = 0
+
+    def apply_entry(self, entry_id: str, lines: list[Line]) -> None:
+        deltas = {bucket: 0 for bucket in BUCKETS}
+        for line in lines:
+            if line["account"].startswith(f"distributor:{self.distributor_id}:"):
+                deltas[line["account"].rsplit(":", 1)[1]] -= line["amount"]
+        if any(deltas.values()):
+            self._posted(entry_id=entry_id, pending_delta=deltas["pending"],
+                         available_delta=deltas["available"],
+                         withdrawing_delta=deltas["withdrawing"])
+
+    @event("WalletPosted")
+    def _posted(self, entry_id: str, pending_delta: int, available_delta: int,
+                withdrawing_delta: int) -> None:
+        self.pending += pending_delta
+        self.available += available_delta
+        self.withdrawing += withdrawing_delta
+
+    def check_withdrawal(self, amount_minor: int, minimum_minor: int) -> None:
+        if amount_minor < minimum_minor:
+            raise InvalidCommand(f"the smallest withdrawal is {minimum_minor}",
+                                 field="amount")
+        if self.available < 0:
+            raise InsufficientBalance(
+                f"the available balance is {self.available}: a negative balance must be "
+                "earned back before any withdrawal", available=self.available)
+        if amount_minor > self.available:
+            raise InsufficientBalance(f"{amount_minor} asked, {self.available} available",
+                                      available=self.available, requested=amount_minor)
+
+
+class Withdrawal(Aggregate):
+    @staticmethod
+    def create_id(withdrawal_id: str) -> UUID:
+        return natural_id("withdrawal", withdrawal_id)
+
+    @classmethod
+    def request(cls, withdrawal_id: str, distributor_id: str, amount_minor: int,
+                currency: str, at: datetime) -> "Withdrawal":
+        if amount_minor <= 0:
+            raise InvalidCommand("amount must be positive", field="amount")
+        return cls(withdrawal_id=withdrawal_id, distributor_id=distributor_id,
+                   amount_minor=amount_minor, currency=currency, at=at)
+
+    @event("WithdrawalRequested")
+    def __init__(self, withdrawal_id: str, distributor_id: str, amount_minor: int,
+                 currency: str, at: datetime) -> None:
+        self.withdrawal_id = withdrawal_id
+        self.distributor_id = distributor_id
+        self.amount_minor = amount_minor
+        self.currency = currency
+        self.status = "requested"
+        self.payment_reference: str | None = None
+        self.reason: str | None = None
+
+    def _require_requested(self) -> None:
+        if self.status != "requested":
+            raise InvalidTransition(f"withdrawal {self.withdrawal_id} is already "
+                                    f"{self.status}", status=self.status)
+
+    def mark_paid(self, payment_reference: str, at: datetime) -> None:
+        self._require_requested()
+        if not payment_reference.strip():
+            raise InvalidCommand("a payment reference is required", field="payment_reference")
+        self._paid(payment_reference=payment_reference, at=at)
+
+    @event("WithdrawalPaid")
+    def _paid(self, payment_reference: str, at: datetime) -> None:
+        self.status = "paid"
+        self.payment_reference = payment_reference
+
+    def reject(self, reason: str, at: datetime) -> None:
+        self._require_requested()
+        if not reason.strip():
+            raise InvalidCommand("a reason is required", field="reason")
+        self._rejected(reason=reason, at=at)
+
+    @event("WithdrawalRejected")
+    def _rejected(self, reason: str, at: datetime) -> None:
+        self.status = "rejected"
+        self.reason = reason

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from commands import Fenxiao
 from commands.app import CommandContext
 from projections import all_projections
-from projections.catalog import get_product, products, warehouses
-from projections.inventory import inventory, sku_inventory
+from projections.catalog import get_product
+from projections.inventory import sku_inventory
 from projections.runner import (ProjectionRunner, TrackingConflict, advance_tracking,
                                 positions, wait_for_position)
 
@@ -33,12 +33,36 @@ def activity(app: Fenxiao) -> None:
     run(lambda: app.adjust_stock("SKU-3", "W1", -4, "stock count"))
     run(lambda: app.change_price("SKU-0", 150))
     run(lambda: app.delist_product("SKU-3"))
+    network(app)
+
+
+def network(app: Fenxiao) -> None:
+    """Distributors, a binding, rules, commissions and withdrawals."""
+    run = lambda command: app.execute(command).body  # noqa: E731
+    run(lambda: app.apply_distributor("A", "13800000001", None, "A"))
+    code = run(lambda: app.approve_distributor("A"))["referral_code"]
+    run(lambda: app.apply_distributor("B", "13800000002", code, "B"))
+    run(lambda: app.approve_distributor("B"))
+    run(lambda: app.apply_distributor("C", "13800000003", None, "C"))
+    run(lambda: app.reject_distributor("C", "duplicate person"))
+    run(lambda: app.attribute_order("CUST-1", referral_code=code))
+    run(lambda: app.set_commission_rule("SKU-1", "rate", 1500, 500))
+    run(lambda: app.accrue_commission("O-1", 1, "SKU-1", 2, 9999, "B"))
+    run(lambda: app.reverse_commission("O-1", 1, 3333))
+    run(lambda: app.mature_commission("O-1", 1))
+    run(lambda: app.request_withdrawal("B", 500, "W-1"))
+    run(lambda: app.approve_withdrawal("W-1", "BANK-1"))
+    run(lambda: app.request_withdrawal("B", 300, "W-2"))
+    run(lambda: app.reject_withdrawal("W-2", "checks"))
+    run(lambda: app.reverse_commission("O-1", 1, 9999))
+    run(lambda: app.change_upline("B", None, "independent now"))
 
 
 def snapshot(app: Fenxiao) -> dict[str, list]:
+    tables = [t for p in all_projections() for t in p.tables]
     with app.engine.connect() as conn:
-        return {t.name: sorted(tuple(r) for r in conn.execute(select(t)))
-                for t in (products, warehouses, inventory)}
+        return {t.name: sorted(tuple(map(str, r)) for r in conn.execute(select(t)))
+                for t in tables}
 
 
 def test_catch_up_builds_the_read_models(app: Fenxiao) -> None:
@@ -51,6 +75,8 @@ def test_catch_up_builds_the_read_models(app: Fenxiao) -> None:
         assert get_product(conn, "SKU-0")["price"]["amount"] == 150
         assert get_product(conn, "SKU-3")["listed"] is False
         assert set(positions(conn).values()) == {app.last_position()}
+        assert len(snapshot(app)["rm_distributors"]) == 3
+        assert len(snapshot(app)["rm_withdrawals"]) == 2
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 1000])

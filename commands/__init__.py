@@ -2,9 +2,14 @@
 
 from commands.catalog import StockService
 from commands.ledger import LedgerService
+from domain.ledger import Wallet
+from domain.stock import StockItem
 
 
 class Fenxiao(StockService, LedgerService):
     """The application: every service mixed into one event-sourced application."""
 
     name = "fenxiao"
+    # Stock items and wallets live as long as the business: snapshot them so loading one
+    # replays at most this many events (snapshots go in table fenxiao_snapshots).
+    snapshotting_intervals = {StockItem: 50, Wallet: 50}

@@ -54,9 +54,9 @@ class CatalogService(CoreApp):
 class StockService(CatalogService):
     def stock_item(self, sku: str, warehouse_id: str) -> StockItem:
         """The stock item, opened (not yet saved) if this is its first movement."""
-        item_id = StockItem.create_id(sku, warehouse_id)
-        if self.exists(item_id):
-            return self.repository.get(item_id)
+        item = self.find(StockItem.create_id(sku, warehouse_id))
+        if item is not None:
+            return item
         self.product(sku)
         self.warehouse(warehouse_id)
         return StockItem(sku=sku, warehouse_id=warehouse_id)

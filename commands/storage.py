@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 metadata = MetaData()
 
 EVENTS_TABLE = "fenxiao_events"
+SNAPSHOTS_TABLE = "fenxiao_snapshots"
 NOTIFY_CHANNEL = EVENTS_TABLE
 
 # One row per projection or process manager: the last log position it has applied.

@@ -23,13 +23,16 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def target_metadata() -> list:
     """Every table the migrations must create, as the code defines them."""
     import projections  # noqa: F401  (registers the read-model tables)
-    from commands.storage import EVENTS_TABLE, metadata
+    from commands.storage import EVENTS_TABLE, SNAPSHOTS_TABLE, metadata
     from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
-    from eventsourcing_sqlalchemy.models import StoredEventRecord
+    from eventsourcing_sqlalchemy.models import SnapshotRecord, StoredEventRecord
 
     events = SQLAlchemyDatastore.define_record_class(
         cls_name="FenxiaoEvent", table_name=EVENTS_TABLE, schema_name=None,
         base_cls=StoredEventRecord)
+    SQLAlchemyDatastore.define_record_class(
+        cls_name="FenxiaoSnapshot", table_name=SNAPSHOTS_TABLE, schema_name=None,
+        base_cls=SnapshotRecord)
     return [metadata, events.__table__.metadata]
 
 

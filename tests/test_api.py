@@ -184,8 +184,9 @@ def test_health_and_openapi(api: Api) -> None:
     api.get("/products", min_position=position)
     health = api.client.get("/api/v1/health").get_json()
     assert health["status"] == "ok"
-    assert {p["name"] for p in health["projections"]} == {"catalog", "inventory"}
-    assert all(p["lag"] == 0 for p in health["projections"])
+    projections = {p["name"]: p for p in health["projections"]}
+    assert set(projections) == {"catalog", "inventory", "distributors", "commissions", "ledger"}
+    assert projections["catalog"]["lag"] == projections["inventory"]["lag"] == 0
     spec = api.client.get("/api/v1/openapi.json").get_json()
     for path in ("/api/v1/products", "/api/v1/stock/receipts", "/api/v1/inventory/{sku}",
                  "/api/v1/warehouses", "/api/v1/stock/transfers", "/api/v1/health"):

@@ -113,6 +113,6 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
 def test_stock_through_the_app(database_url: str) -> None:
     machine = make_machine(database_url)
     machine.TestCase.settings = settings(
-        settings.default, max_examples=min(settings.default.max_examples, 25),
+        settings.default, max_examples=max(10, settings.default.max_examples // 3),
         stateful_step_count=15)
     machine.TestCase().runTest()

@@ -1,0 +1,32 @@
+"""The `fenxiao` command line, in-process with click's runner."""
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from api.cli import main
+
+
+def invoke(url: str, *args: str):
+    return CliRunner().invoke(main, list(args), env={"FENXIAO_DATABASE_URL": url})
+
+
+def test_upgrade_demo_tokens_and_rebuild(sqlite_url: str) -> None:
+    assert invoke(sqlite_url, "db", "upgrade").exit_code == 0
+    assert invoke(sqlite_url, "db", "upgrade").exit_code == 0  # a no-op the second time
+    assert invoke(sqlite_url, "demo").exit_code == 0
+    again = invoke(sqlite_url, "demo")
+    assert again.exit_code != 0 and "not empty" in again.output
+    assert invoke(sqlite_url, "demo", "--if-empty").exit_code == 0
+    token = invoke(sqlite_url, "token", "create", "--role", "auditor", "--name", "aud")
+    assert token.exit_code == 0 and token.stdout.strip().startswith("fx_")
+    assert len(token.stdout.strip().splitlines()) == 1
+    same_name = invoke(sqlite_url, "token", "create", "--role", "auditor", "--name", "aud")
+    assert same_name.exit_code != 0
+    lonely = invoke(sqlite_url, "token", "create", "--role", "distributor")
+    assert lonely.exit_code != 0 and "--distributor" in lonely.output
+    bound = invoke(sqlite_url, "token", "create", "--role", "distributor",
+                   "--distributor", "D1")
+    assert bound.exit_code == 0
+    assert invoke(sqlite_url, "projections", "rebuild").exit_code == 0
+    unknown = invoke(sqlite_url, "projections", "rebuild", "nope")
+    assert unknown.exit_code != 0 and "inventory" in unknown.output

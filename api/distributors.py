@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import g
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate, validates_schema, ValidationError
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.auth import ANY_ROLE, requires
 from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
@@ -90,6 +90,30 @@ class RuleOut(Schema):
     level2_fixed = fields.Integer()
 
 
+class CommissionOut(Schema):
+    order_id = fields.String()
+    line_no = fields.Integer()
+    sku = fields.String()
+    level = fields.Integer()
+    base = fields.Integer()
+    rate_bp = fields.Integer(allow_none=True)
+    amount = fields.Integer()
+    reversed = fields.Integer()
+    status = fields.String()
+    forfeit_reason = fields.String(allow_none=True)
+    rule = fields.Dict(allow_none=True)
+    currency = fields.String()
+
+
+class CommissionPage(Schema):
+    items = fields.List(fields.Nested(CommissionOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class RuleList(Schema):
+    items = fields.List(fields.Nested(RuleOut))
+
+
 class WithdrawalIn(Schema):
     amount = fields.Nested(MoneySchema, required=True)
     withdrawal_id = Id(load_default=None)
@@ -136,19 +160,31 @@ def approve(distributor_id: str) -> Any:
     return run_command(lambda: app.approve_distributor(distributor_id))
 
 
-def _reasoned(action: str) -> Any:
-    def view(body: dict[str, Any], distributor_id: str) -> Any:
-        app = fenxiao()
-        command = getattr(app, f"{action}_distributor")
-        return run_command(lambda: command(distributor_id, body["reason"]))
-    view.__name__ = action
-    return view
+@blp.route("/distributors/<distributor_id>/reject", methods=["POST"])
+@requires("admin", "operator")
+@blp.arguments(ReasonIn)
+@blp.response(200, DistributorOut)
+def reject(body: dict[str, Any], distributor_id: str) -> Any:
+    app = fenxiao()
+    return run_command(lambda: app.reject_distributor(distributor_id, body["reason"]))
 
 
-for _action in ("reject", "suspend", "reinstate"):
-    blp.route(f"/distributors/<distributor_id>/{_action}", methods=["POST"])(
-        requires("admin", "operator")(blp.arguments(ReasonIn)(
-            blp.response(200, DistributorOut)(_reasoned(_action)))))
+@blp.route("/distributors/<distributor_id>/suspend", methods=["POST"])
+@requires("admin", "operator")
+@blp.arguments(ReasonIn)
+@blp.response(200, DistributorOut)
+def suspend(body: dict[str, Any], distributor_id: str) -> Any:
+    app = fenxiao()
+    return run_command(lambda: app.suspend_distributor(distributor_id, body["reason"]))
+
+
+@blp.route("/distributors/<distributor_id>/reinstate", methods=["POST"])
+@requires("admin", "operator")
+@blp.arguments(ReasonIn)
+@blp.response(200, DistributorOut)
+def reinstate(body: dict[str, Any], distributor_id: str) -> Any:
+    app = fenxiao()
+    return run_command(lambda: app.reinstate_distributor(distributor_id, body["reason"]))
 
 
 @blp.route("/distributors/<distributor_id>/upline", methods=["POST"])
@@ -259,6 +295,7 @@ def earnings(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.route("/distributors/<distributor_id>/commissions", methods=["GET"])
 @requires(*STAFF, "distributor")
 @blp.arguments(PageQuery, location="query")
+@blp.response(200, CommissionPage)
 def commissions(query: dict[str, Any], distributor_id: str) -> Any:
     visible(distributor_id)
     position = read_position([CommissionsProjection.name, DistributorsProjection.name],
@@ -278,6 +315,7 @@ def commissions(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.route("/commission-rules", methods=["GET"])
 @requires(*ANY_ROLE)
 @blp.arguments(ReadQuery, location="query")
+@blp.response(200, RuleList)
 def rules(query: dict[str, Any]) -> Any:
     position = read_position([DistributorsProjection.name], query["min_position"])
     with fenxiao().engine.connect() as conn:

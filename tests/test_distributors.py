@@ -197,3 +197,19 @@ def test_concurrent_approvals_pay_once(app: Fenxiao) -> None:
     assert app.wallet(b).withdrawing == 0
     paid_entries = [e for e in app.recorder.select_events(app.withdrawal("W-1").id)]
     assert len(paid_entries) == 2
+
+
+def test_the_same_cause_never_posts_twice(app: Fenxiao) -> None:
+    from datetime import datetime, timezone
+
+    from domain.ledger import JournalEntry, accrual_lines
+
+    at = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    first = JournalEntry.post("manual:1", "accrual", "CNY", accrual_lines("D", 5), "", at)
+    app.execute(lambda: {"position": app.record(first)})
+    again = JournalEntry.post("manual:1", "accrual", "CNY", accrual_lines("D", 5), "", at)
+    before = app.last_position()
+    with pytest.raises(Exception) as refused:
+        app.save(again)
+    assert "IntegrityError" in type(refused.value).__name__
+    assert app.last_position() == before

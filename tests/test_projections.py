@@ -185,3 +185,32 @@ def test_worker_survives_a_failing_batch(app: Fenxiao, monkeypatch: pytest.Monke
         runner.stop()
     with app.engine.connect() as conn:
         assert sku_inventory(conn, "A")["on_hand"] == 3
+
+
+def test_listener_reconnects_after_its_connection_is_killed(app: Fenxiao) -> None:
+    """On PostgreSQL the worker wakes on NOTIFY; kill its LISTEN connection and a write from
+    another process-like writer must still wake it well before the slow poll would."""
+    if app.engine.dialect.name != "postgresql":
+        return  # SQLite has no LISTEN; it polls (covered by the worker tests above)
+    import time
+
+    from sqlalchemy import text
+
+    from commands.settings import Settings
+
+    runner = ProjectionRunner(app, all_projections(), poll_interval_s=60)
+    runner.start()
+    other = Fenxiao(Settings(database_url=app.settings.database_url))  # not our listeners
+    try:
+        time.sleep(0.5)
+        with app.engine.begin() as conn:
+            killed = conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()")).scalar()
+        assert killed >= 1
+        time.sleep(1.5)  # the listener notices, backs off a second, and listens again
+        other.execute(lambda: other.open_warehouse("W1", "East", "east"))
+        assert wait_for_position(app, ["catalog"], other.last_position(), 10.0)
+    finally:
+        other.close()
+        runner.stop()

@@ -12,4 +12,4 @@ class Fenxiao(StockService, LedgerService):
     name = "fenxiao"
     # Stock items and wallets live as long as the business: snapshot them so loading one
     # replays at most this many events (snapshots go in table fenxiao_snapshots).
-    snapshotting_intervals = {StockItem: 50, Wallet: 50}
+    snapshotting_intervals = {StockItem: 20, Wallet: 20}

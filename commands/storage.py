@@ -13,6 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 metadata = MetaData()
+# 64-bit on PostgreSQL; SQLite's INTEGER is already 64-bit and must stay INTEGER for rowids.
+BIGINT = BigInteger().with_variant(Integer(), "sqlite")
 
 EVENTS_TABLE = "fenxiao_events"
 SNAPSHOTS_TABLE = "fenxiao_snapshots"
@@ -22,7 +24,7 @@ NOTIFY_CHANNEL = EVENTS_TABLE
 tracking = Table(
     "fenxiao_tracking", metadata,
     Column("name", String(100), primary_key=True),
-    Column("position", BigInteger().with_variant(Integer(), "sqlite"), nullable=False),
+    Column("position", BIGINT, nullable=False),
 )
 
 # The stored response of every command sent with an Idempotency-Key, written in the

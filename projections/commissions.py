@@ -4,15 +4,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (BigInteger, Column, DateTime, Integer, String, Table, and_, select,
+from sqlalchemy import (Column, DateTime, Integer, String, Table, and_, select,
                         tuple_, update)
 from sqlalchemy.engine import Connection
 
-from commands.storage import metadata
+from commands.storage import BIGINT as MINOR, metadata
 from domain.accruals import LineCommission
 from projections.base import Projection
-
-MINOR = BigInteger().with_variant(Integer(), "sqlite")
 
 commissions = Table(
     "rm_commissions", metadata,

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import (BigInteger, Column, DateTime, Integer, String, Table, Text, select,
+from sqlalchemy import (Column, DateTime, Integer, String, Table, Text, select,
                         update)
 from sqlalchemy.engine import Connection
 
-from commands.storage import increment, metadata
+from commands.storage import BIGINT as MINOR, increment, metadata
 from domain.ledger import JournalEntry, Withdrawal
 from projections.base import Projection
-
-MINOR = BigInteger().with_variant(Integer(), "sqlite")
 
 journal = Table(
     "rm_journal", metadata,

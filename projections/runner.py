@@ -109,7 +109,7 @@ class ProjectionRunner:
     def catch_up(self, names: Iterable[str] | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
         """Run batches until every named projection (default all) is at the log head."""
-        for name in names or list(self.projections):
+        for name in list(self.projections) if names is None else names:
             projection = self.projections[name]
             while n := self._run_batch_retrying(projection):
                 if progress:

@@ -214,3 +214,22 @@ def test_listener_reconnects_after_its_connection_is_killed(app: Fenxiao) -> Non
     finally:
         other.close()
         runner.stop()
+
+
+def test_a_standby_worker_leaves_projections_to_the_lock_holder(app: Fenxiao) -> None:
+    """On PostgreSQL each projection is held by one worker (advisory lock); another worker
+    applies nothing while it stands by, and takes over when the holder goes away."""
+    if app.engine.dialect.name != "postgresql":
+        return  # one process per SQLite file: there is nobody to stand by for
+    holder = ProjectionRunner(app, all_projections())
+    standby = ProjectionRunner(app, all_projections())
+    held = holder._locks.held(holder.projections)
+    assert set(held) == set(holder.projections)
+    assert standby._locks.held(standby.projections) == []
+    app.execute(lambda: app.open_warehouse("W1", "East", "east"))
+    standby.catch_up(standby._locks.held(standby.projections))
+    with app.engine.connect() as conn:
+        assert positions(conn).get("catalog", 0) == 0
+    holder._locks.close()  # the holder dies: its session locks go with its connection
+    assert set(standby._locks.held(standby.projections)) == set(standby.projections)
+    standby._locks.close()

@@ -1,7 +1,11 @@
 """HTTP entry points (Flask + flask-smorest) and the command line."""
 from __future__ import annotations
 
-from flask import Flask
+import hashlib
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_smorest import Api
 
 from api import catalog, distributors, errors, ops, stock
@@ -32,8 +36,24 @@ def create_app(settings: Settings | None = None, *, application: Fenxiao | None 
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     flask.extensions["fenxiao"] = application
+    if settings.rate_limit:
+        limit_rate(flask, settings.rate_limit)
     if start_worker:
         runner = ProjectionRunner(application, all_projections())
         runner.start()
         flask.extensions["fenxiao_runner"] = runner
     return flask
+
+
+def limit_rate(flask: Flask, limit: str) -> None:
+    """One budget per caller across all routes: callers are told apart by their token
+    (hashed; never kept in clear), else by address. Counters live in this process."""
+    def caller() -> str:
+        header = request.headers.get("Authorization")
+        if header:
+            return hashlib.sha256(header.encode()).hexdigest()
+        return get_remote_address()
+
+    Limiter(caller, app=flask, application_limits=[limit], headers_enabled=True,
+            storage_uri="memory://", application_limits_exempt_when=lambda: (
+                request.path.endswith("/health")))

@@ -51,6 +51,7 @@ def handle_http_exception(error: HTTPException) -> Response:
         400: "the request body is not valid JSON",
         413: "the request body is too large",
         422: "the request is not valid; see details",
+        429: f"too many requests; the limit is {error.description}",
     }.get(status, error.description or error.name)
     return envelope(status, HTTP_CODES.get(status, "http_error"), message, details)
 

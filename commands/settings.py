@@ -29,6 +29,7 @@ class Settings:
     binding_days: int = 0  # 0: a customer stays bound to the first referrer for good
     self_purchase_commission: bool = False
     min_withdrawal_minor: int = 100
+    rate_limit: str | None = "100 per second"  # per token (or address); None: no limit
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -43,6 +44,9 @@ class Settings:
                           ("min_withdrawal_minor", "FENXIAO_MIN_WITHDRAWAL")):
             if os.environ.get(key):
                 values[name] = int(os.environ[key])
+        if "FENXIAO_RATE_LIMIT" in os.environ:
+            limit = os.environ["FENXIAO_RATE_LIMIT"].strip()
+            values["rate_limit"] = None if limit in ("", "0", "off") else limit
         values["self_purchase_commission"] = (
             os.environ.get("FENXIAO_SELF_PURCHASE_COMMISSION", "0") == "1")
         values.update(overrides)

@@ -191,3 +191,20 @@ def test_health_and_openapi(api: Api) -> None:
     for path in ("/api/v1/products", "/api/v1/stock/receipts", "/api/v1/inventory/{sku}",
                  "/api/v1/warehouses", "/api/v1/stock/transfers", "/api/v1/health"):
         assert path in spec["paths"], path
+
+
+def test_rate_limit_answers_429_in_the_envelope(app) -> None:
+    from dataclasses import replace
+
+    from api import create_app
+    from tests.api_support import Api as Client
+
+    flask = create_app(replace(app.settings, rate_limit="3 per minute"), application=app)
+    client = Client(flask.test_client(), app.engine)
+    statuses = [client.get("/products").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = client.get("/products")
+    assert limited.get_json()["error"]["code"] == "rate_limited"
+    assert "Retry-After" in limited.headers
+    assert client.get("/products", role="auditor").status_code == 200  # another caller
+    assert flask.test_client().get("/api/v1/health").status_code == 200

@@ -139,13 +139,13 @@ def test_authentication_and_roles(api: Api) -> None:
     assert api.get("/products", role=None).status_code == 401
 
 
-def test_admin_token_from_the_environment(app, monkeypatch) -> None:
+def test_admin_token_from_the_environment(app) -> None:
     from dataclasses import replace
 
     from api import create_app
 
-    flask = create_app(replace(app.settings, admin_token="let-me-in"), application=app)
     app.settings = replace(app.settings, admin_token="let-me-in")
+    flask = create_app(app.settings, application=app)
     client = flask.test_client()
     ok = client.post("/api/v1/warehouses", json={"warehouse_id": "W1", "name": "E",
                                                  "region": "e"},
@@ -171,9 +171,10 @@ def test_idempotency_key(api: Api) -> None:
 
 
 def test_min_position_times_out_with_503(api: Api) -> None:
-    api.client.application.extensions["fenxiao"].settings = __import__(
-        "dataclasses").replace(api.client.application.extensions["fenxiao"].settings,
-                               min_position_timeout_s=0.2)
+    from dataclasses import replace
+
+    app = api.client.application.extensions["fenxiao"]
+    app.settings = replace(app.settings, min_position_timeout_s=0.2)
     lagging = api.get("/products", min_position=10_000)
     assert lagging.status_code == 503 and error_code(lagging) == "projection_lagging"
 

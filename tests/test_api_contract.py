@@ -1,0 +1,42 @@
+"""Every command endpoint in the OpenAPI document: no token is 401, a bad body is 422, a
+missing object is 404, and none of them records anything."""
+from __future__ import annotations
+
+import re
+
+from tests.api_support import Api
+
+
+def command_endpoints(api: Api) -> list[tuple[str, bool]]:
+    spec = api.client.get("/api/v1/openapi.json").get_json()
+    return [(re.sub(r"\{[^}]+\}", "NOPE-1", path).removeprefix("/api/v1"),
+             "requestBody" in operations["post"])
+            for path, operations in sorted(spec["paths"].items()) if "post" in operations]
+
+
+def test_every_command_refuses_bad_calls_and_records_nothing(api: Api) -> None:
+    app = api.client.application.extensions["fenxiao"]
+    endpoints = command_endpoints(api)
+    assert len(endpoints) == 18  # a new command endpoint joins this test by itself
+    for path, has_body in endpoints:
+        assert api.post(path, {}, role=None).status_code == 401, path
+        assert api.post(path, {}, role="not-a-token").status_code == 401, path
+        junk = api.post(path, {"unexpected_field": 1})
+        if has_body:
+            assert junk.status_code == 422, (path, junk.get_json())
+            assert "unexpected_field" in junk.get_json()["error"]["details"], path
+        else:  # nothing to validate: the object in the path does not exist
+            assert junk.status_code == 404, (path, junk.get_json())
+        raw = api.client.post(f"/api/v1{path}", data="{oops", headers={
+            **api.headers("admin"), "Content-Type": "application/json"})
+        assert raw.status_code in ((400,) if has_body else (400, 404)), path
+    assert app.last_position() == 0
+
+
+def test_roles_are_enforced_on_every_command(api: Api) -> None:
+    app = api.client.application.extensions["fenxiao"]
+    refused = {}
+    for path, _ in command_endpoints(api):
+        refused[path] = api.post(path, {}, role="auditor").status_code
+    assert set(refused.values()) == {403}, refused  # the auditor only reads
+    assert app.last_position() == 0

@@ -2,6 +2,9 @@
 binding, and commission rules."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 from typing import Any
 
@@ -35,7 +38,7 @@ class DistributorService(CoreApp):
             raise Duplicate(f"distributor {distributor_id} already exists",
                             distributor_id=distributor_id)
         referrer_id = self._referrer(referral_code) if referral_code else None
-        claim = self._claim_phone(normalize_phone(phone), distributor_id)
+        claim = self._claim_phone(self._phone_key(phone), distributor_id)
         applicant = Distributor.apply_for(distributor_id, name, phone, referrer_id,
                                           self.clock())
         return {"distributor_id": distributor_id, "status": applicant.status,
@@ -48,10 +51,20 @@ class DistributorService(CoreApp):
                                  field="referral_code")
         return code.distributor_id
 
-    def _claim_phone(self, phone: str, distributor_id: str) -> PhoneClaim:
-        claim = self.find(PhoneClaim.create_id(phone))
+    def _phone_key(self, phone: str) -> str:
+        """The phone index key: the number itself, or an HMAC of it under the cipher key
+        when personal data is encrypted (a plain hash of a phone number is reversible by
+        trying every number)."""
+        normal = normalize_phone(phone)
+        if not self.settings.cipher_key:
+            return normal
+        key = base64.b64decode(self.settings.cipher_key)
+        return hmac.new(key, normal.encode(), hashlib.sha256).hexdigest()
+
+    def _claim_phone(self, phone_key: str, distributor_id: str) -> PhoneClaim:
+        claim = self.find(PhoneClaim.create_id(phone_key))
         if claim is None:
-            return PhoneClaim.claim(phone, distributor_id)
+            return PhoneClaim.claim(phone_key, distributor_id)
         if claim.live:
             raise Duplicate("this phone number already belongs to a distributor or a "
                             "pending application", field="phone")
@@ -75,7 +88,7 @@ class DistributorService(CoreApp):
     def reject_distributor(self, distributor_id: str, reason: str) -> dict[str, Any]:
         applicant = self.distributor(distributor_id)
         applicant.reject(reason, self.clock())
-        claim = self.repository.get(PhoneClaim.create_id(normalize_phone(applicant.phone)))
+        claim = self.repository.get(PhoneClaim.create_id(self._phone_key(applicant.phone)))
         claim.release()  # the phone may apply again
         return {**distributor_view(applicant), "position": self.record(applicant, claim)}
 

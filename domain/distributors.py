@@ -139,19 +139,21 @@ class Distributor(Aggregate):
 
 
 class PhoneClaim(Aggregate):
-    """Index: a phone number holds at most one live application or distributor."""
+    """Index: a phone number holds at most one live application or distributor. It is
+    keyed by `phone_key`, which the application derives from the normalised number (a
+    keyed digest when personal data is encrypted, so ids do not give numbers away)."""
 
     @staticmethod
-    def create_id(phone: str) -> UUID:
-        return natural_id("phone", phone)
+    def create_id(phone_key: str) -> UUID:
+        return natural_id("phone", phone_key)
 
     @classmethod
-    def claim(cls, phone: str, distributor_id: str) -> "PhoneClaim":
-        return cls(phone=phone, distributor_id=distributor_id)
+    def claim(cls, phone_key: str, distributor_id: str) -> "PhoneClaim":
+        return cls(phone_key=phone_key, distributor_id=distributor_id)
 
     @event("PhoneClaimed")
-    def __init__(self, phone: str, distributor_id: str) -> None:
-        self.phone = phone
+    def __init__(self, phone_key: str, distributor_id: str) -> None:
+        self.phone_key = phone_key
         self.distributor_id = distributor_id
         self.live = True
 

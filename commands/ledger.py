@@ -11,8 +11,9 @@ from domain.accruals import LineCommission
 from domain.commissions import Beneficiary, PaidLine, split_commission
 from domain.errors import InvalidTransition
 from domain.ledger import (JournalEntry, Wallet, Withdrawal, accrual_lines, clawback_lines,
-                           maturity_lines, reverse_pending_lines, withdrawal_paid_lines,
-                           withdrawal_rejected_lines, withdrawal_request_lines)
+                           maturity_lines, parse_account, reverse_pending_lines,
+                           withdrawal_paid_lines, withdrawal_rejected_lines,
+                           withdrawal_request_lines)
 
 REVERSAL_LINES: dict[str, Callable[[str, int], list[dict[str, Any]]]] = {
     "pending": reverse_pending_lines, "available": clawback_lines}
@@ -31,8 +32,8 @@ class Postings:
         entry = JournalEntry.post(cause, kind, self.app.settings.currency, lines, memo,
                                   self.app.clock())
         self.entries.append(entry)
-        for distributor_id in {line["account"].split(":")[1] for line in lines
-                               if line["account"].startswith("distributor:")}:
+        owners = {owner[0] for line in lines if (owner := parse_account(line["account"]))}
+        for distributor_id in sorted(owners):
             self.wallet(distributor_id).apply_entry(str(entry.id), lines)
 
     def wallet(self, distributor_id: str) -> Wallet:

@@ -42,6 +42,15 @@ def account(distributor_id: str, bucket: str) -> str:
     return f"distributor:{distributor_id}:{bucket}"
 
 
+def parse_account(name: str) -> tuple[str, str] | None:
+    """`distributor:{id}:{bucket}` -> (id, bucket); None for merchant accounts. Ids may
+    contain ':' themselves, so the bucket is what follows the last one."""
+    if not name.startswith("distributor:"):
+        return None
+    distributor_id, _, bucket = name.removeprefix("distributor:").rpartition(":")
+    return distributor_id, bucket
+
+
 def transfer_lines(debit_account: str, credit_account: str, amount_minor: int) -> list[Line]:
     assert amount_minor > 0, amount_minor
     return [{"account": debit_account, "amount": amount_minor},
@@ -141,8 +150,9 @@ class Wallet(Aggregate):
     def apply_entry(self, entry_id: str, lines: list[Line]) -> None:
         deltas = {bucket: 0 for bucket in BUCKETS}
         for line in lines:
-            if line["account"].startswith(f"distributor:{self.distributor_id}:"):
-                deltas[line["account"].rsplit(":", 1)[1]] -= line["amount"]
+            owner = parse_account(line["account"])
+            if owner and owner[0] == self.distributor_id:
+                deltas[owner[1]] -= line["amount"]
         if any(deltas.values()):
             self._posted(entry_id=entry_id, pending_delta=deltas["pending"],
                          available_delta=deltas["available"],

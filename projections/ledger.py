@@ -9,7 +9,7 @@ from sqlalchemy import (Column, DateTime, Integer, String, Table, Text, select,
 from sqlalchemy.engine import Connection
 
 from commands.storage import BIGINT as MINOR, increment, metadata
-from domain.ledger import JournalEntry, Withdrawal
+from domain.ledger import JournalEntry, Withdrawal, parse_account
 from projections.base import Projection
 
 journal = Table(
@@ -61,15 +61,6 @@ _KIND_FIGURE = {"accrual": "lifetime_earned", "reversal": "reversed", "clawback"
                 "withdrawal_paid": "paid_out"}
 
 
-def distributor_bucket(account: str) -> tuple[str, str] | None:
-    """`distributor:{id}:{bucket}` -> (id, bucket); None for merchant accounts."""
-    kind, _, rest = account.partition(":")
-    if kind != "distributor":
-        return None
-    distributor_id, _, bucket = rest.rpartition(":")
-    return distributor_id, bucket
-
-
 def _posted(conn: Connection, e: Any) -> None:
     conn.execute(journal.insert(), [
         {"entry_uuid": str(e.originator_id), "line_no": n, "cause": e.cause, "kind": e.kind,
@@ -88,7 +79,7 @@ def _earnings_changes(e: Any) -> dict[str, dict[str, Any]]:
     changes: dict[str, dict[str, Any]] = {}
     figure = _KIND_FIGURE.get(e.kind)
     for line in e.lines:
-        found = distributor_bucket(line["account"])
+        found = parse_account(line["account"])
         if found is None:
             continue
         distributor_id, bucket = found

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from commands import Fenxiao
 from commands.settings import Settings
 from domain.errors import DomainError
-from projections.ledger import LedgerProjection, distributor_bucket, earnings, journal
+from domain.ledger import parse_account
+from projections.ledger import LedgerProjection, earnings, journal
 from projections.runner import ProjectionRunner
 from tests.conftest import wipe
 
@@ -128,7 +129,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 owed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
                 for account, amount in conn.execute(select(journal.c.account,
                                                            journal.c.amount_minor)):
-                    found = distributor_bucket(account)
+                    found = parse_account(account)
                     if found:
                         owed[found[0]][found[1]] -= amount
                 for row in conn.execute(select(earnings)):

@@ -132,3 +132,13 @@ def test_wallet_and_withdrawal_rules() -> None:
         withdrawal.mark_paid("BANK-2", AT)
     with pytest.raises(InvalidTransition):
         withdrawal.reject("late", AT)
+
+
+def test_ids_with_colons_keep_their_accounts_apart() -> None:
+    from domain.ledger import parse_account
+
+    assert parse_account("distributor:A:B:pending") == ("A:B", "pending")
+    assert parse_account("merchant:cash") is None
+    wallet = Wallet(distributor_id="A", currency="CNY")
+    wallet.apply_entry("e1", accrual_lines("A:B", 500))
+    assert wallet.pending == 0

@@ -40,3 +40,30 @@ def test_roles_are_enforced_on_every_command(api: Api) -> None:
         refused[path] = api.post(path, {}, role="auditor").status_code
     assert set(refused.values()) == {403}, refused  # the auditor only reads
     assert app.last_position() == 0
+
+
+# The endpoints of ../shared/API.md this codebase implements so far (catalog and stock,
+# distributors and commissions, health), as method and path.
+API_MD = """
+POST /warehouses; POST /products; POST /products/{sku}/price; POST /products/{sku}/delist;
+POST /products/{sku}/list; GET /products; GET /products/{sku}; POST /stock/receipts;
+POST /stock/adjustments; POST /stock/transfers; GET /inventory; GET /inventory/{sku};
+POST /distributors/applications; POST /distributors/{distributor_id}/approve;
+POST /distributors/{distributor_id}/reject; POST /distributors/{distributor_id}/suspend;
+POST /distributors/{distributor_id}/reinstate; POST /distributors/{distributor_id}/upline;
+GET /distributors/{distributor_id}; GET /distributors/{distributor_id}/downline;
+GET /distributors/{distributor_id}/earnings; GET /distributors/{distributor_id}/commissions;
+POST /commission-rules; GET /commission-rules; POST /distributors/{distributor_id}/withdrawals;
+POST /withdrawals/{withdrawal_id}/approve; POST /withdrawals/{withdrawal_id}/reject;
+GET /health
+"""
+
+
+def test_the_openapi_document_has_every_endpoint_of_the_contract(api: Api) -> None:
+    spec = api.client.get("/api/v1/openapi.json").get_json()
+    served = {(method.upper(), path.removeprefix("/api/v1"))
+              for path, operations in spec["paths"].items() for method in operations
+              if method in ("get", "post")}
+    expected = {tuple(entry.split()) for entry in API_MD.replace("\n", " ").split(";")}
+    assert expected <= served, expected - served
+    assert served <= expected, served - expected  # and nothing the contract doesn't name

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from api.errors import ApiError
 from commands.storage import api_tokens
-from domain.errors import Duplicate, InvalidCommand
+from domain.errors import Duplicate, InvalidCommand, NotFound
 
 ROLES = ("admin", "operator", "warehouse", "distributor", "auditor", "integration")
 ANY_ROLE = ROLES
@@ -73,11 +73,18 @@ def current_principal() -> Principal:
 
 
 def requires(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Authenticate before anything else (body parsing included), then check the role."""
+    """Authenticate before anything else (body parsing included), then check the role.
+
+    A distributor's token sees only its own distributor: on any route naming another one it
+    gets 404, as if it did not exist, so answers never tell which distributors exist."""
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             principal = current_principal()
+            named = kwargs.get("distributor_id")
+            if principal.role == "distributor" and named not in (None,
+                                                                  principal.distributor_id):
+                raise NotFound(f"distributor {named} not found", distributor_id=named)
             if principal.role not in roles:
                 raise ApiError(403, "forbidden",
                                f"role {principal.role} may not do this; needs one of "

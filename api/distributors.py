@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -132,15 +131,6 @@ class WithdrawalOut(Schema):
     position = fields.Integer()
 
 
-def visible(distributor_id: str) -> None:
-    """A distributor's token sees only its own distributor; others get 404, so that the
-    answer never tells whether another distributor exists."""
-    principal = g.principal
-    if principal.role == "distributor" and principal.distributor_id != distributor_id:
-        raise NotFound(f"distributor {distributor_id} not found",
-                       distributor_id=distributor_id)
-
-
 # -- commands -------------------------------------------------------------------------
 
 @blp.route("/distributors/applications", methods=["POST"])
@@ -215,7 +205,6 @@ def set_rule(body: dict[str, Any]) -> Any:
 @blp.arguments(WithdrawalIn)
 @blp.response(201, WithdrawalOut)
 def request_withdrawal(body: dict[str, Any], distributor_id: str) -> Any:
-    visible(distributor_id)
     app = fenxiao()
     amount = require_currency(body["amount"], app.settings.currency, "amount")
     return run_command(lambda: app.request_withdrawal(distributor_id, amount,
@@ -243,19 +232,22 @@ def reject_withdrawal(body: dict[str, Any], withdrawal_id: str) -> Any:
 
 # -- queries --------------------------------------------------------------------------
 
+def known_distributor(conn: Any, distributor_id: str) -> dict[str, Any]:
+    found = get_distributor(conn, distributor_id)
+    if found is None:
+        raise NotFound(f"distributor {distributor_id} not found",
+                       distributor_id=distributor_id)
+    return found
+
+
 @blp.route("/distributors/<distributor_id>", methods=["GET"])
 @requires(*STAFF, "distributor")
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, DistributorOut)
 def distributor(query: dict[str, Any], distributor_id: str) -> Any:
-    visible(distributor_id)
     position = read_position([DistributorsProjection.name], query["min_position"])
     with fenxiao().engine.connect() as conn:
-        found = get_distributor(conn, distributor_id)
-    if found is None:
-        raise NotFound(f"distributor {distributor_id} not found",
-                       distributor_id=distributor_id)
-    return query_response(found, position)
+        return query_response(known_distributor(conn, distributor_id), position)
 
 
 @blp.route("/distributors/<distributor_id>/downline", methods=["GET"])
@@ -263,12 +255,9 @@ def distributor(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(PageQuery, location="query")
 @blp.response(200, DistributorPage)
 def downline(query: dict[str, Any], distributor_id: str) -> Any:
-    visible(distributor_id)
     position = read_position([DistributorsProjection.name], query["min_position"])
     with fenxiao().engine.connect() as conn:
-        if get_distributor(conn, distributor_id) is None:
-            raise NotFound(f"distributor {distributor_id} not found",
-                           distributor_id=distributor_id)
+        known_distributor(conn, distributor_id)
         rows = direct_downline(conn, distributor_id, decode_cursor(query["cursor"]),
                                query["limit"] + 1)
     return query_response(page(rows, query["limit"], lambda d: d["distributor_id"]),
@@ -280,14 +269,11 @@ def downline(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, EarningsOut)
 def earnings(query: dict[str, Any], distributor_id: str) -> Any:
-    visible(distributor_id)
     app = fenxiao()
     position = read_position([LedgerProjection.name, DistributorsProjection.name],
                              query["min_position"])
     with app.engine.connect() as conn:
-        if get_distributor(conn, distributor_id) is None:
-            raise NotFound(f"distributor {distributor_id} not found",
-                           distributor_id=distributor_id)
+        known_distributor(conn, distributor_id)
         return query_response(earnings_of(conn, distributor_id, app.settings.currency),
                               position)
 
@@ -297,13 +283,10 @@ def earnings(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(PageQuery, location="query")
 @blp.response(200, CommissionPage)
 def commissions(query: dict[str, Any], distributor_id: str) -> Any:
-    visible(distributor_id)
     position = read_position([CommissionsProjection.name, DistributorsProjection.name],
                              query["min_position"])
     with fenxiao().engine.connect() as conn:
-        if get_distributor(conn, distributor_id) is None:
-            raise NotFound(f"distributor {distributor_id} not found",
-                           distributor_id=distributor_id)
+        known_distributor(conn, distributor_id)
         rows = commissions_of(conn, distributor_id, decode_cursor(query["cursor"]),
                               query["limit"] + 1)
     body = page(rows, query["limit"], lambda c: c["cursor"])

@@ -142,3 +142,21 @@ def test_a_distributor_cannot_withdraw_for_another(api: Api) -> None:
     assert other.status_code == 404
     assert api.post("/withdrawals/W-1/approve", {"payment_reference": "x"},
                     role="distributor").status_code == 403
+
+
+def test_every_route_naming_another_distributor_is_404_for_a_distributor(api: Api) -> None:
+    """Including staff-only routes: the answer must not reveal that D2 exists."""
+    made = network(api)
+    spec = api.client.get("/api/v1/openapi.json").get_json()
+    routes = [(method, path.removeprefix("/api/v1").replace("{distributor_id}", "D2"))
+              for path, operations in spec["paths"].items() if "{distributor_id}" in path
+              for method in operations if method in ("get", "post")]
+    assert len(routes) >= 10
+    for method, path in routes:
+        if method == "get":
+            response = api.get(path, role="distributor", min_position=made["position"])
+        else:
+            response = api.post(path, {}, role="distributor")
+        assert response.status_code == 404, (method, path)
+    own = api.post("/distributors/D1/approve", role="distributor")
+    assert own.status_code == 403  # its own id: it exists, but the role may not do this

@@ -88,7 +88,8 @@ class DistributorService(CoreApp):
     def reject_distributor(self, distributor_id: str, reason: str) -> dict[str, Any]:
         applicant = self.distributor(distributor_id)
         applicant.reject(reason, self.clock())
-        claim = self.repository.get(PhoneClaim.create_id(self._phone_key(applicant.phone)))
+        claim = self.load(PhoneClaim.create_id(self._phone_key(applicant.phone)),
+                          "phone claim")
         claim.release()  # the phone may apply again
         return {**distributor_view(applicant), "position": self.record(applicant, claim)}
 

@@ -86,3 +86,26 @@ def test_idempotent_commands_act_once(app: Fenxiao) -> None:
                         context=CommandContext(actor="other", idempotency_key="receipt-1"),
                         request_hash="same")
     assert other.body["on_hand"] == 6
+
+
+def test_a_command_cannot_load_what_it_has_saved(app: Fenxiao) -> None:
+    """Load, decide, save: a load after the save would see the command's own uncommitted
+    events, and could leak them into the aggregate cache. It is refused, nothing is
+    recorded, and the cached aggregate stays as committed."""
+    stocked(app, quantity=5)
+    app.stock_item("TEA", "W1")  # now cached
+    before = app.last_position()
+
+    def save_then_load() -> dict:
+        item = app.stock_item("TEA", "W1")
+        item.receive(100, "PO-phantom")
+        app.record(item)
+        app.stock_item("TEA", "W1")
+        return {}
+
+    with pytest.raises(AssertionError):
+        app.execute(save_then_load)
+    assert app.last_position() == before
+    assert app.stock_item("TEA", "W1").on_hand == 5
+    app.execute(lambda: app.receive_stock("TEA", "W1", 1, "PO-real"))
+    assert app.stock_item("TEA", "W1").on_hand == 6

@@ -209,3 +209,18 @@ def test_rate_limit_answers_429_in_the_envelope(app) -> None:
     assert "Retry-After" in limited.headers
     assert client.get("/products", role="auditor").status_code == 200  # another caller
     assert flask.test_client().get("/api/v1/health").status_code == 200
+
+
+def test_health_reports_an_unreachable_database_with_503() -> None:
+    from api import create_app
+    from commands import Fenxiao
+    from commands.settings import Settings
+
+    settings = Settings(database_url="postgresql+psycopg2://postgres@127.0.0.1:1/nowhere")
+    app = Fenxiao(settings)
+    try:
+        response = create_app(settings, application=app).test_client().get("/api/v1/health")
+        assert response.status_code == 503
+        assert response.get_json()["status"] == "unavailable"
+    finally:
+        app.close()

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Integer, String, Table, select, update
+from sqlalchemy import Boolean, Column, String, Table, select, update
 from sqlalchemy.engine import Connection
 
-from commands.storage import metadata
+from commands.storage import BIGINT, metadata
 from commands.views import product_view
 from domain.catalog import Product, Warehouse
 from projections.base import Projection
@@ -16,8 +16,8 @@ products = Table(
     Column("sku", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("spec", String(500), nullable=False),
-    Column("price_minor", Integer, nullable=False),
-    Column("wholesale_price_minor", Integer, nullable=True),
+    Column("price_minor", BIGINT, nullable=False),
+    Column("wholesale_price_minor", BIGINT, nullable=True),
     Column("currency", String(3), nullable=False),
     Column("listed", Boolean, nullable=False),
     Column("product_uuid", String(36), nullable=False, unique=True),

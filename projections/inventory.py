@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Sequence
 
-from sqlalchemy import (Column, Integer, String, Table, bindparam, select, update)
+from sqlalchemy import Column, String, Table, bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from commands.storage import metadata
+from commands.storage import BIGINT, metadata
 from commands.views import stock_view
 from domain.stock import StockItem
 from projections.base import Projection
@@ -21,8 +21,8 @@ inventory = Table(
     Column("stock_item_id", String(36), primary_key=True),
     Column("sku", String(64), nullable=False, index=True),
     Column("warehouse_id", String(64), nullable=False),
-    Column("on_hand", Integer, nullable=False),
-    Column("reserved", Integer, nullable=False),
+    Column("on_hand", BIGINT, nullable=False),
+    Column("reserved", BIGINT, nullable=False),
 )
 
 # event class -> (on_hand delta, reserved delta) as a function of the event

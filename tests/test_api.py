@@ -224,3 +224,11 @@ def test_health_reports_an_unreachable_database_with_503() -> None:
         assert response.get_json()["status"] == "unavailable"
     finally:
         app.close()
+
+
+def test_large_amounts_fit_the_read_models(api: Api) -> None:
+    made = api.post("/products", {"sku": "GOLD", "name": "Gold bar",
+                                  "price": {"amount": 10**12, "currency": "CNY"}})
+    assert made.status_code == 201
+    got = api.get("/products/GOLD", min_position=made.get_json()["position"])
+    assert got.status_code == 200 and got.get_json()["price"]["amount"] == 10**12

@@ -13,6 +13,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# 64-bit integers (positions, money, quantities); SQLite's INTEGER already is.
 POSITION = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -60,8 +61,8 @@ def upgrade() -> None:
         sa.Column("sku", sa.String(64), nullable=False),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("spec", sa.String(500), nullable=False),
-        sa.Column("price_minor", sa.Integer(), nullable=False),
-        sa.Column("wholesale_price_minor", sa.Integer(), nullable=True),
+        sa.Column("price_minor", POSITION, nullable=False),
+        sa.Column("wholesale_price_minor", POSITION, nullable=True),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("listed", sa.Boolean(), nullable=False),
         sa.Column("product_uuid", sa.String(36), nullable=False),
@@ -80,8 +81,8 @@ def upgrade() -> None:
         sa.Column("stock_item_id", sa.String(36), nullable=False),
         sa.Column("sku", sa.String(64), nullable=False),
         sa.Column("warehouse_id", sa.String(64), nullable=False),
-        sa.Column("on_hand", sa.Integer(), nullable=False),
-        sa.Column("reserved", sa.Integer(), nullable=False),
+        sa.Column("on_hand", POSITION, nullable=False),
+        sa.Column("reserved", POSITION, nullable=False),
         sa.PrimaryKeyConstraint("stock_item_id"),
     )
     op.create_index("ix_rm_inventory_sku", "rm_inventory", ["sku"])

@@ -98,7 +98,8 @@ def db_url(database_url: str) -> str:
 
 @pytest.fixture
 def app(db_url: str) -> Iterator[Fenxiao]:
-    application = Fenxiao(Settings(database_url=db_url))
+    # No rate limit here (tests fire requests faster than any client); tested on its own.
+    application = Fenxiao(Settings(database_url=db_url, rate_limit=None))
     yield application
     application.close()
 

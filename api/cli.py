@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import click
@@ -64,6 +65,8 @@ def worker() -> None:
     from projections.runner import ProjectionRunner
 
     runner = ProjectionRunner(_app(), all_projections())
+    # Stop between batches on SIGTERM too (a batch is one transaction either way).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo("projection worker running; Ctrl-C stops it", err=True)
     try:
         runner.run_forever()

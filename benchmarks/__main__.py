@@ -1,201 +1,184 @@
 """Measure Fenxiao against raw database baselines, in one run against one database.
 
 Prints one JSON object per line on stdout:
-{"metric", "value", "unit", "baseline_metric", "ratio"} (ratio = value / baseline, both
-measured in this run; no baseline fields where there is none). Notes go to stderr.
+  {"metric", "value", "unit", "baseline_metric", "ratio"}
+where ratio = value / the baseline's value, both measured in this run against the same
+database (no baseline fields where there is none). Progress and notes go to stderr.
+
+It WIPES the target database: every Fenxiao table is emptied first (a database whose name
+contains neither "bench" nor "test" is refused unless --yes-wipe is given).
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import resource
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from benchmarks import raw
+from benchmarks import raw, workloads
 from commands import Fenxiao
 from commands.settings import Settings
-from domain.stock import StockItem
-from migrations import upgrade
-from projections.inventory import InventoryProjection, inventory
-from projections.runner import ProjectionRunner
 
 
 def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def emit(metric: str, value: float, unit: str, baselines: dict[str, float],
-         baseline: str | None = None) -> None:
-    row: dict[str, Any] = {"metric": metric, "value": round(value, 3), "unit": unit}
-    if baseline:
-        row["baseline_metric"] = baseline
-        row["ratio"] = round(value / baselines[baseline], 3)
-    print(json.dumps(row), flush=True)
+class Report:
+    """Prints the metric lines; a ratio is computed from the printed (rounded) values, so
+    anyone can recompute it from the output."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def emit(self, metric: str, value: float, unit: str, baseline: str | None = None) -> None:
+        row: dict[str, Any] = {"metric": metric, "value": round(value, 3), "unit": unit}
+        if baseline is not None:
+            row["baseline_metric"] = baseline
+            row["ratio"] = round(row["value"] / self.values[baseline], 3)
+        self.values[metric] = row["value"]
+        print(json.dumps(row), flush=True)
 
 
-def prepare(url: str, wipe_ok: bool) -> None:
+def project_tables() -> set[str]:
+    from migrations import target_metadata
+
+    return {name for metadata in target_metadata() for name in metadata.tables}
+
+
+def prepare(url: str, wipe_ok: bool, fresh: bool) -> None:
+    """Migrate the database and empty every table of the project."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        name = parsed.database or ""
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite and (not parsed.database or parsed.database == ":memory:"
+                   or "mode=memory" in url):
+        raise SystemExit("an in-memory SQLite database cannot be shared with the raw "
+                         "driver baseline; give a file URL")
+    if not fresh:
+        name = Path(parsed.database).name if sqlite else (parsed.database or "")
         if not wipe_ok and "bench" not in name and "test" not in name:
-            raise SystemExit(f"refusing to wipe database {name!r}: its name has neither "
-                             "'bench' nor 'test' (pass --yes-wipe to insist)")
-        note(f"wiping every Fenxiao table in {parsed.render_as_string()}")
+            raise SystemExit(f"refusing to wipe database {name!r}: its name contains "
+                             "neither 'bench' nor 'test' (pass --yes-wipe to insist)")
+        note(f"WIPING every Fenxiao table in {parsed.render_as_string(hide_password=True)}")
+    else:
+        note(f"database: a fresh temporary SQLite file ({parsed.database})")
+    from migrations import upgrade
+
     upgrade(url)
     engine = create_engine(url)
-    with engine.begin() as conn:
-        tables = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY"))
-        else:
-            for table in tables:
-                conn.execute(text(f"DELETE FROM {table}"))
-    engine.dispose()
-
-
-def rate(count: int, action: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    action()
-    return count / (time.perf_counter() - started)
-
-
-def stock_commands(app: Fenxiao, count: int) -> float:
-    skus = [f"BENCH-{n:03d}" for n in range(50)]
-    for w in ("WB1", "WB2"):
-        app.execute(lambda: app.open_warehouse(w, w, "east"))
-    for sku in skus:
-        app.execute(lambda: app.add_product(sku, sku, "", 100))
-        for w in ("WB1", "WB2"):
-            app.execute(lambda: app.receive_stock(sku, w, 1_000_000, "opening stock"))
-
-    def run() -> None:
-        for n in range(count):
-            sku, w = skus[n % len(skus)], ("WB1", "WB2")[n % 2]
-            if n % 3 == 2:  # a reservation and its release, besides the receipts
-                app.execute(lambda: app.reserve_stock(sku, w, 1, f"O-{n}"))
-            else:
-                app.execute(lambda: app.receive_stock(sku, w, 5, f"PO-{n}"))
-    return rate(count, run)
-
-
-def ledger_postings(app: Fenxiao, count: int) -> float:
-    """Rounds of accrual, maturity, withdrawal request and approval: four commands, each
-    posting one balanced entry (and moving a wallet), so postings per second."""
-    for n in range(10):
-        app.execute(lambda: app.apply_distributor(f"B{n}", f"1390000{n:04d}", None, f"B{n}"))
-        app.execute(lambda: app.approve_distributor(f"B{n}"))
-
-    def run() -> None:
-        for n in range(count // 4):
-            who = f"B{n % 10}"
-            app.execute(lambda: app.accrue_commission(f"BO-{n}", 1, "TEA", 1, 100_000, who))
-            app.execute(lambda: app.mature_commission(f"BO-{n}", 1))
-            app.execute(lambda: app.request_withdrawal(who, 1000, f"BW-{n}"))
-            app.execute(lambda: app.approve_withdrawal(f"BW-{n}", "BANK"))
-    return rate(count // 4 * 4, run)
-
-
-def backlog(app: Fenxiao, events: int, prefix: str, per_item: int = 50,
-            per_save: int = 2000) -> int:
-    """Write `events` real StockItem events through the application, in big saves."""
-    written, items, pending = 0, 0, []
-    while written < events:
-        item = StockItem(sku=f"{prefix}-{items:06d}", warehouse_id="WB1")
-        items += 1
-        written += 1
-        for n in range(min(per_item, events - written)):
-            (item.receive if n % 4 != 3 else item.reserve)(3, f"R-{n}")
-            written += 1
-        pending.append(item)
-        if sum(len(i.pending_events) for i in pending) >= per_save:
-            app.save(*pending)
-            pending = []
-    if pending:
-        app.save(*pending)
-    return items
-
-
-def catch_up(app: Fenxiao, batch_size: int) -> float:
-    runner = ProjectionRunner(app, [InventoryProjection()], batch_size=batch_size)
-    head = app.last_position()
-    return rate(head, lambda: runner.rebuild(InventoryProjection.name))
-
-
-def peak_mib(action: Callable[[], Any]) -> float:
-    gc.collect()
-    tracemalloc.start()
     try:
-        action()
-        return tracemalloc.get_traced_memory()[1] / 2**20
+        with engine.begin() as conn:
+            tables = sorted(project_tables() & set(inspect(conn).get_table_names()))
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
+                                  + " RESTART IDENTITY"))
+            else:
+                for table in tables:
+                    conn.execute(text(f'DELETE FROM "{table}"'))
+                if "sqlite_sequence" in inspect(conn).get_table_names():
+                    conn.execute(text("DELETE FROM sqlite_sequence"))
     finally:
-        tracemalloc.stop()
+        engine.dispose()
 
 
-def main() -> None:
+def batch_sizes(value: str) -> list[int]:
+    sizes = [int(part) for part in value.split(",") if part.strip()]
+    if any(size <= 0 for size in sizes):
+        raise argparse.ArgumentTypeError("batch sizes must be positive")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> None:
+    default_batch = Settings(database_url="").projection_batch_size
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", help="default: a fresh temporary SQLite file")
-    parser.add_argument("--events", type=int, default=100_000, help="projection backlog")
-    parser.add_argument("--commands", type=int, default=2_000)
-    parser.add_argument("--batch-size", type=int, default=2_000)
-    parser.add_argument("--yes-wipe", action="store_true")
-    args = parser.parse_args()
-    scratch = tempfile.TemporaryDirectory()
-    url = args.database_url or f"sqlite:///{Path(scratch.name) / 'bench.db'}"
-    prepare(url, args.yes_wipe)
-    note(f"database: {make_url(url).get_backend_name()}; raw baselines")
-    base = raw.measure(url, single_rows=args.commands, batched_rows=args.events)
-    emit("raw_single_row_commit", base["raw_single_row_commit"], "rows/s", base)
-    emit("raw_batched_insert", base["raw_batched_insert"], "rows/s", base)
+    parser.add_argument("--database-url",
+                        help="SQLAlchemy URL (default: a fresh temporary SQLite file)")
+    parser.add_argument("--events", type=int, default=100_000,
+                        help="stock events in the projection backlog (default 100000)")
+    parser.add_argument("--commands", type=int, default=2_000,
+                        help="stock commands through the application, and rows of the "
+                             "single-row-commit baseline (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=default_batch,
+                        help=f"runner batch size for projection_catch_up and the memory "
+                             f"figures (default {default_batch}, the application's)")
+    parser.add_argument("--batch-sizes", type=batch_sizes, default=[1000, 2000, 5000],
+                        help="batch sizes to compare, one projection_catch_up_batch_<n> "
+                             "line each (default 1000,2000,5000; '' for none)")
+    parser.add_argument("--yes-wipe", action="store_true",
+                        help="wipe the database even if its name has no 'bench' or 'test'")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.commands < 1:
+        parser.error("--events and --commands must be positive")
 
-    app = Fenxiao(Settings(database_url=url, projection_batch_size=args.batch_size))
+    scratch = tempfile.TemporaryDirectory(prefix="fenxiao-bench-")
+    url = args.database_url or f"sqlite:///{Path(scratch.name) / 'bench.db'}"
+    report = Report()
     try:
-        note(f"{args.commands} stock commands through the application")
-        emit("stock_commands", stock_commands(app, args.commands), "commands/s", base,
-             "raw_single_row_commit")
-        note(f"{args.commands} ledger postings through the application")
-        emit("ledger_postings", ledger_postings(app, args.commands), "postings/s", base,
-             "raw_single_row_commit")
-        note(f"writing a backlog of {args.events} events")
-        tenth = max(args.events // 10, 1)
-        backlog(app, tenth, "BL1")
-        small_peak = peak_mib(lambda: catch_up(app, args.batch_size))
-        backlog(app, args.events - tenth, "BL2")
-        note(f"catching up {app.last_position()} events from zero")
-        emit("projection_catch_up", catch_up(app, args.batch_size), "events/s", base,
-             "raw_batched_insert")
-        check(app)
-        full_peak = peak_mib(lambda: catch_up(app, args.batch_size))
-        emit("projection_catch_up_peak_memory", full_peak, "MiB", base)
-        emit("projection_catch_up_memory_growth", full_peak - small_peak, "MiB", base)
+        prepare(url, args.yes_wipe, fresh=args.database_url is None)
+        run(url, args, report)
     finally:
-        app.close()
         scratch.cleanup()
 
 
-def check(app: Fenxiao) -> None:
-    """The catch-up must have produced exactly what the aggregates hold."""
-    with app.engine.connect() as conn:
-        on_hand, reserved = conn.execute(
-            select(func.sum(inventory.c.on_hand), func.sum(inventory.c.reserved))).one()
-    events = app.recorder.events_record_cls.__table__
-    expected = [0, 0]
-    with app.engine.connect() as conn:
-        for (originator_id,) in conn.execute(select(events.c.originator_id).distinct()
-                                             .where(events.c.topic.like("%StockItem%"))):
-            item = app.repository.get(originator_id)
-            expected[0] += item.on_hand
-            expected[1] += item.reserved
-    if [on_hand, reserved] != expected:
-        raise SystemExit(f"inventory projection {[on_hand, reserved]} != aggregates {expected}")
+def run(url: str, args: argparse.Namespace, report: Report) -> None:
+    backend = make_url(url).get_backend_name()
+    note(f"[{backend}] raw driver baselines: {args.commands} single-row commits, "
+         f"{args.events} rows in batches of 1000")
+    base = raw.measure(url, single_rows=args.commands, batched_rows=args.events)
+    report.emit("raw_single_row_commit", base["raw_single_row_commit"], "rows/s")
+    report.emit("raw_batched_insert", base["raw_batched_insert"], "rows/s")
+
+    app = Fenxiao(Settings(database_url=url, projection_batch_size=args.batch_size))
+    try:
+        expected: workloads.Expected = {}
+        note(f"[{backend}] {args.commands} stock commands through app.execute")
+        per_s = workloads.stock_commands(app, args.commands, expected)
+        report.emit("stock_commands", per_s, "commands/s", "raw_single_row_commit")
+
+        note(f"[{backend}] writing a backlog of {args.events} stock events with app.save")
+        started = time.perf_counter()
+        items = workloads.write_backlog(app, args.events, expected)
+        events = workloads.projected_events(app)
+        note(f"  {items} stock items, {time.perf_counter() - started:.1f} s; the projection "
+             f"reads {events} events (backlog + commands), log head {app.last_position()}")
+
+        seconds = workloads.catch_up(app, args.batch_size)
+        on_hand, reserved = workloads.verify(app, expected)
+        note(f"[{backend}] catch-up from zero, batch {args.batch_size}: {seconds:.2f} s "
+             f"(rm_inventory verified item by item: {len(expected)} items, on_hand "
+             f"{on_hand}, reserved {reserved})")
+        report.emit("projection_catch_up", events / seconds, "events/s", "raw_batched_insert")
+
+        sweep: dict[int, float] = {}
+        for size in args.batch_sizes:
+            seconds = workloads.catch_up(app, size)
+            workloads.verify(app, expected)
+            sweep[size] = events / seconds
+            note(f"[{backend}] catch-up from zero, batch {size}: {seconds:.2f} s (verified)")
+            report.emit(f"projection_catch_up_batch_{size}", sweep[size], "events/s",
+                        "raw_batched_insert")
+        if sweep:
+            best = max(sweep, key=sweep.__getitem__)
+            note(f"[{backend}] best batch size: {best} ({sweep[best]:,.0f} events/s)")
+
+        memory = workloads.catch_up_memory(app, args.batch_size)
+        workloads.verify(app, expected)
+        note(f"[{backend}] tracemalloc peak: first half of the log "
+             f"{memory.first_half_peak_mib:.2f} MiB, second half "
+             f"{memory.second_half_peak_mib:.2f} MiB; process max RSS "
+             f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        report.emit("projection_catch_up_peak_memory", memory.peak_mib, "MiB")
+        report.emit("projection_catch_up_memory_growth", memory.growth_mib, "MiB")
+    finally:
+        app.close()
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ def _connect(url: str) -> tuple[Any, str]:
 
         conn = psycopg2.connect(**parsed.translate_connect_args(username="user",
                                                                 database="dbname"))
-        ddl = ("CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, originator_id UUID NOT NULL,"
-               " originator_version INTEGER NOT NULL, topic TEXT NOT NULL, state BYTEA NOT NULL)")
+        ddl = ("CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, "
+               "originator_id UUID NOT NULL, originator_version INTEGER NOT NULL, "
+               "topic TEXT NOT NULL, state BYTEA NOT NULL)")
         return conn, ddl
     conn = sqlite3.connect(parsed.database)
     conn.execute("PRAGMA journal_mode=WAL")

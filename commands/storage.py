@@ -81,3 +81,22 @@ def increment(conn: Connection, table: Table, key: Iterable[str],
         set_={name: table.c[name] + stmt.excluded[name] for name in add},
     )
     conn.execute(stmt, list(rows))
+
+# Events a projection could not apply: parked here (the projection carries on past them)
+# until `fenxiao projections retry NAME` re-applies them after a fix.
+parked_events = Table(
+    "fenxiao_parked", metadata,
+    Column("projection", String(100), primary_key=True),
+    Column("position", BIGINT, primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("parked_at", DateTime(timezone=True), nullable=False),
+)
+
+# Facts about the store itself, one row each: e.g. the cipher canary, a value encrypted
+# with FENXIAO_CIPHER_KEY when the store was first used, checked at every start.
+store_facts = Table(
+    "fenxiao_store_facts", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -46,6 +46,18 @@ class Product(Aggregate):
         self.wholesale_price_minor = wholesale_price_minor
         self.currency = currency
         self.listed = listed
+        # warehouse id -> its region: where a stock item of this SKU exists. The write-side
+        # index placing an order allocates from (the inventory projection may lag).
+        self.stocked_at: dict[str, str] = {}
+
+    def record_stock_location(self, warehouse_id: str, region: str) -> None:
+        """A stock item of this SKU is opened in `warehouse_id` (a no-op if known)."""
+        if warehouse_id not in self.stocked_at:
+            self._stock_location_recorded(warehouse_id=warehouse_id, region=region)
+
+    @event("StockLocationRecorded")
+    def _stock_location_recorded(self, warehouse_id: str, region: str) -> None:
+        self.stocked_at[warehouse_id] = region
 
     def change_price(self, price_minor: int) -> None:
         _check_price(price_minor, "price")

@@ -8,6 +8,7 @@ no way to name a third beneficiary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -21,6 +22,31 @@ KINDS = ("rate", "fixed")
 
 class RuleExceedsNet(DomainError):
     code = "rule_exceeds_net"
+
+
+# Raised explicitly, unlike `assert`, so `python -O` cannot switch the cap off.
+class CompliancePolicyViolation(DomainError):
+    """A split that would pay a third level, a level twice, or level 2 to anyone but the
+    seller's own upline: a pyramid under Chinese law, refused whoever asks."""
+
+    code = "commission_levels_exceeded"
+
+
+class CommissionExceedsNet(CompliancePolicyViolation):
+    code = "commission_exceeds_net"
+
+
+def check_compliance(accruals: list[dict[str, Any]], net_minor: int) -> None:
+    """At most two paid levels, each at most once, together never above the net."""
+    levels = [a["level"] for a in accruals]
+    if not set(levels) <= {1, 2} or len(levels) != len(set(levels)):
+        raise CompliancePolicyViolation(
+            f"commission may be paid on levels 1 and 2, once each, not on {levels}",
+            levels=levels)
+    total = sum(a["amount_minor"] for a in accruals)
+    if total > net_minor:
+        raise CommissionExceedsNet(f"commission of {total} exceeds the line's net "
+                                   f"{net_minor}", total=total, net=net_minor)
 
 
 @dataclass(frozen=True)
@@ -142,7 +168,11 @@ def split_commission(line: PaidLine, seller: Beneficiary, upline: Beneficiary | 
     (and recorded), as is any other non-active one's. A self-purchase (the buyer is the
     seller) forfeits the seller's level 1 unless enabled; the upline's level 2 stands,
     since the upline did not buy."""
-    assert upline is None or upline.distributor_id == seller.upline_id, (seller, upline)
+    if upline is not None and upline.distributor_id != seller.upline_id:
+        raise CompliancePolicyViolation(
+            f"level 2 goes to {seller.distributor_id}'s upline {seller.upline_id}, "
+            f"not to {upline.distributor_id}", seller=seller.distributor_id,
+            upline=upline.distributor_id)
     accruals: list[Accrual] = []
     forfeits: list[Forfeit] = []
     for level, who, amount in zip((1, 2), (seller, upline), level_amounts(line, rules)):

@@ -37,6 +37,12 @@ class InsufficientBalance(DomainError):
     code = "insufficient_balance"
 
 
+class BelowMinimum(DomainError):
+    """A business rule, not a shape: the minimum is a setting the request cannot know."""
+
+    code = "below_minimum"
+
+
 def account(distributor_id: str, bucket: str) -> str:
     assert bucket in BUCKETS, bucket
     return f"distributor:{distributor_id}:{bucket}"
@@ -87,6 +93,17 @@ def withdrawal_paid_lines(distributor_id: str, amount_minor: int) -> list[Line]:
 def withdrawal_rejected_lines(distributor_id: str, amount_minor: int) -> list[Line]:
     return transfer_lines(account(distributor_id, "withdrawing"),
                           account(distributor_id, "available"), amount_minor)
+
+
+def payment_lines(amount_minor: int) -> list[Line]:
+    """A customer's payment for an order: cash in, against sales."""
+    return transfer_lines(CASH, SALES, amount_minor)
+
+
+def refund_lines(amount_minor: int) -> list[Line]:
+    """Money paid back to a customer (a cancellation after payment): refunds, a contra
+    account of sales, against cash out."""
+    return transfer_lines(REFUNDS, CASH, amount_minor)
 
 
 def check_lines(currency: str, lines: list[Line]) -> None:
@@ -167,8 +184,8 @@ class Wallet(Aggregate):
 
     def check_withdrawal(self, amount_minor: int, minimum_minor: int) -> None:
         if amount_minor < minimum_minor:
-            raise InvalidCommand(f"the smallest withdrawal is {minimum_minor}",
-                                 field="amount")
+            raise BelowMinimum(f"the smallest withdrawal is {minimum_minor}",
+                               minimum=minimum_minor, requested=amount_minor)
         if self.available < 0:
             raise InsufficientBalance(
                 f"the available balance is {self.available}: a negative balance must be "

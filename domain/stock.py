@@ -10,8 +10,14 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import InsufficientStock, InvalidCommand
+from domain.errors import DomainError, InsufficientStock, InvalidCommand
 from domain.ids import natural_id
+
+
+class SameWarehouse(DomainError):
+    """A transfer names one warehouse twice (a rule of stock, not of the request's shape)."""
+
+    code = "same_warehouse"
 
 
 class StockItem(Aggregate):
@@ -49,7 +55,8 @@ class StockItem(Aggregate):
     def transfer_out(self, quantity: int, to_warehouse_id: str, transfer_id: str) -> None:
         _positive(quantity)
         if to_warehouse_id == self.warehouse_id:
-            raise InvalidCommand("cannot transfer to the same warehouse", field="to_warehouse_id")
+            raise SameWarehouse("cannot transfer to the same warehouse",
+                                warehouse_id=self.warehouse_id)
         self._require_available(quantity)
         self._transferred_out(quantity=quantity, to_warehouse_id=to_warehouse_id,
                               transfer_id=transfer_id)

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.accruals import LineCommission, RefundExceedsPaid, half_up_share
+from domain.commissions import CompliancePolicyViolation
 from domain.errors import InvalidCommand, InvalidTransition
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -61,7 +62,7 @@ def test_maturity_moves_only_what_is_left_and_only_once() -> None:
 
 def test_more_than_two_levels_is_impossible() -> None:
     accruals = [{"level": n, "distributor_id": f"D{n}", "amount_minor": 1} for n in (1, 2, 3)]
-    with pytest.raises(AssertionError):
+    with pytest.raises(CompliancePolicyViolation):
         LineCommission.accrue("O", 1, "S", 100, "CNY", accruals, [], AT)
 
 

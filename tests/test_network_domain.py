@@ -8,8 +8,8 @@ import pytest
 from domain.distributors import (CustomerBinding, CycleRefused, Distributor, PhoneClaim,
                                  ReferrerInactive, attribute, normalize_phone, should_bind)
 from domain.errors import Duplicate, InvalidCommand, InvalidTransition
-from domain.ledger import (InsufficientBalance, JournalEntry, Unbalanced, Wallet, Withdrawal,
-                           accrual_lines, maturity_lines, transfer_lines)
+from domain.ledger import (BelowMinimum, InsufficientBalance, JournalEntry, Unbalanced, Wallet,
+                           Withdrawal, accrual_lines, maturity_lines, transfer_lines)
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -122,7 +122,7 @@ def test_wallet_and_withdrawal_rules() -> None:
     wallet.apply_entry("e3", accrual_lines("OTHER", 999))  # not ours: ignored
     assert (wallet.pending, wallet.available, wallet.withdrawing) == (200, 300, 0)
     wallet.collect_events()
-    for amount, error in ((99, InvalidCommand), (301, InsufficientBalance)):
+    for amount, error in ((99, BelowMinimum), (301, InsufficientBalance)):
         with pytest.raises(error):
             wallet.check_withdrawal(amount, 100)
     wallet.check_withdrawal(300, 100)

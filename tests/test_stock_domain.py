@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from domain.errors import InsufficientStock, InvalidCommand
-from domain.stock import StockItem
+from domain.stock import SameWarehouse, StockItem
 
 
 def item_with(on_hand: int = 0, reserved: dict[str, int] | None = None) -> StockItem:
@@ -75,7 +75,7 @@ def test_release_and_issue_only_what_the_reference_holds() -> None:
 
 def test_transfer_refuses_same_warehouse_and_unavailable_stock() -> None:
     item = item_with(4, {"O-1": 2})
-    with pytest.raises(InvalidCommand):
+    with pytest.raises(SameWarehouse):
         item.transfer_out(1, "W1", "T-1")
     with pytest.raises(InsufficientStock):
         item.transfer_out(3, "W2", "T-1")

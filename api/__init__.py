@@ -6,15 +6,17 @@ import hashlib
 from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_smorest import Api
 
-from api import catalog, distributors, errors, ops, stock
+from api import (catalog, distributors, errors, fulfilment, guards, notifications, ops, orders,
+                 promotions, purchasing, stock)
+from api.openapi import FenxiaoApi
 from commands import Fenxiao
 from commands.settings import Settings
 from projections import all_projections
 from projections.runner import ProjectionRunner
 
-BLUEPRINTS = (catalog.blp, stock.blp, distributors.blp, ops.blp)
+BLUEPRINTS = (catalog.blp, stock.blp, distributors.blp, orders.blp, fulfilment.blp,
+              promotions.blp, purchasing.blp, notifications.blp, ops.blp)
 
 
 def create_app(settings: Settings | None = None, *, application: Fenxiao | None = None,
@@ -24,15 +26,20 @@ def create_app(settings: Settings | None = None, *, application: Fenxiao | None 
     application = application or Fenxiao(settings)
     flask = Flask("fenxiao")
     flask.config.update(
-        API_TITLE="Fenxiao", API_VERSION="v1", OPENAPI_VERSION="3.0.3",
+        API_TITLE="Fenxiao", API_VERSION="v1", OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/api/v1", OPENAPI_JSON_PATH="openapi.json",
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        PROVIDE_AUTOMATIC_OPTIONS=False,  # OPTIONS is not part of the API: 405 with Allow
     )
-    api = Api(flask, spec_kwargs={"info": {"description": "Fenxiao HTTP API"}})
-    api.spec.components.security_scheme(
-        "bearer", {"type": "http", "scheme": "bearer"})
+    api = FenxiaoApi(flask, spec_kwargs={"info": {"description": "Fenxiao HTTP API"}})
+    api.currency = settings.currency
+    api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     api.spec.options["security"] = [{"bearer": []}]
     errors.register(flask)  # after Api(), so our envelope replaces its error handler
+    guards.register(flask, settings)  # before the limiter: its headers pass our filter
+    flask.url_map.converters["distributor"] = distributors.DistributorIdConverter
+    api.register_converter(distributors.DistributorIdConverter,
+                           lambda _converter: {"not": {"enum": [distributors.RESERVED_ID]}})
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     flask.extensions["fenxiao"] = application
@@ -57,3 +64,6 @@ def limit_rate(flask: Flask, limit: str) -> None:
     Limiter(caller, app=flask, application_limits=[limit], headers_enabled=True,
             storage_uri="memory://", application_limits_exempt_when=lambda: (
                 request.path.endswith("/health")))
+
+
+

@@ -61,6 +61,10 @@ def authenticate(engine: Engine, token: str, admin_token: str | None) -> Princip
 
 
 def current_principal() -> Principal:
+    failures = current_app.extensions.get("fenxiao_auth_failures")
+    address = request.remote_addr or "unknown"
+    if failures:
+        failures.check(address)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -68,28 +72,49 @@ def current_principal() -> Principal:
     fenxiao = current_app.extensions["fenxiao"]
     principal = authenticate(fenxiao.engine, token.strip(), fenxiao.settings.admin_token)
     if principal is None:
+        if failures:
+            failures.failed(address)
         raise ApiError(401, "unauthorized", "the token is not valid")
     return principal
 
 
-def requires(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Authenticate before anything else (body parsing included), then check the role.
+# Path parameter -> the distributor owning the object it names (None: nobody, or no such
+# object), read from the write side so it is never stale. Blueprints register their own.
+Owner = Callable[[Any, str], "str | None"]
+OWNERS: dict[str, Owner] = {"distributor_id": lambda _app, distributor_id: distributor_id}
 
-    A distributor's token sees only its own distributor: on any route naming another one it
-    gets 404, as if it did not exist, so answers never tell which distributors exist."""
+
+def owned_by(parameter: str, owner: Owner) -> None:
+    OWNERS[parameter] = owner
+
+
+def _hide_others(principal: Principal, path_args: dict[str, Any]) -> None:
+    """A distributor's token sees only its own objects: on a route naming another's (or
+    nobody's) it gets 404, as if it did not exist, so answers never tell what exists."""
+    app = current_app.extensions["fenxiao"]
+    for parameter, value in path_args.items():
+        owner = OWNERS.get(parameter)
+        if owner is not None and owner(app, value) != principal.distributor_id:
+            raise NotFound(f"{parameter.removesuffix('_id')} {value} not found",
+                           **{parameter: value})
+
+
+def requires(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Authenticate before anything else (body parsing included), then hide other
+    distributors' objects from a distributor's token, then check the role (so a
+    distributor learns it may not do something only about its own objects)."""
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             principal = current_principal()
-            named = kwargs.get("distributor_id")
-            if principal.role == "distributor" and named not in (None,
-                                                                  principal.distributor_id):
-                raise NotFound(f"distributor {named} not found", distributor_id=named)
+            if principal.role == "distributor":
+                _hide_others(principal, kwargs)
             if principal.role not in roles:
                 raise ApiError(403, "forbidden",
                                f"role {principal.role} may not do this; needs one of "
                                f"{', '.join(roles)}")
             g.principal = principal
             return view(*args, **kwargs)
+        wrapper.roles = roles  # type: ignore[attr-defined]  # for the OpenAPI document
         return wrapper
     return decorate

@@ -8,7 +8,7 @@ from marshmallow import Schema, fields
 
 from api.auth import ANY_ROLE, requires
 from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
-from api.schemas import (Id, MoneySchema, PageQuery, ReadQuery, StrictBool, Text,
+from api.schemas import (Id, MoneySchema, NoBody, PageQuery, ReadQuery, StrictBool, Text,
                          require_currency)
 from domain.errors import NotFound
 from projections.catalog import CatalogProjection, get_product, list_products
@@ -25,13 +25,13 @@ class WarehouseIn(Schema):
 
 
 class WarehouseOut(WarehouseIn):
-    position = fields.Integer()
+    position = fields.Integer(allow_none=True)  # null when nothing was recorded
 
 
 class ProductIn(Schema):
     sku = Id(required=True)
     name = Text(200, required=True)
-    spec = fields.String(load_default="", validate=lambda s: len(s) <= 500)
+    spec = Text(500, multiline=True, blank=True, load_default="")
     price = fields.Nested(MoneySchema, required=True)
     wholesale_price = fields.Nested(MoneySchema, load_default=None)
     listed = StrictBool(load_default=True)
@@ -44,7 +44,7 @@ class ProductOut(Schema):
     price = fields.Nested(MoneySchema)
     wholesale_price = fields.Nested(MoneySchema, allow_none=True)
     listed = fields.Boolean()
-    position = fields.Integer()
+    position = fields.Integer(allow_none=True)  # null when nothing was recorded
 
 
 class PriceIn(Schema):
@@ -95,16 +95,18 @@ def change_price(body: dict[str, Any], sku: str) -> Any:
 
 @blp.route("/products/<sku>/delist", methods=["POST"])
 @requires("admin", "operator")
+@blp.arguments(NoBody)
 @blp.response(200, ProductOut)
-def delist(sku: str) -> Any:
+def delist(_body: dict[str, Any], sku: str) -> Any:
     app = fenxiao()
     return run_command(lambda: app.delist_product(sku))
 
 
 @blp.route("/products/<sku>/list", methods=["POST"])
 @requires("admin", "operator")
+@blp.arguments(NoBody)
 @blp.response(200, ProductOut)
-def relist(sku: str) -> Any:
+def relist(_body: dict[str, Any], sku: str) -> Any:
     app = fenxiao()
     return run_command(lambda: app.list_product(sku))
 
@@ -116,7 +118,8 @@ def relist(sku: str) -> Any:
 def products(query: dict[str, Any]) -> Any:
     position = read_position(READS, query["min_position"])
     with fenxiao().engine.connect() as conn:
-        rows = list_products(conn, decode_cursor(query["cursor"]), query["limit"] + 1,
+        after = decode_cursor(query["cursor"], str)
+        rows = list_products(conn, after and after[0], query["limit"] + 1,
                              query["listed"])
     return query_response(page(rows, query["limit"], lambda p: p["sku"]), position)
 

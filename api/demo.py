@@ -1,4 +1,7 @@
-"""Demo data for `fenxiao demo`: a small catalog with stock in two warehouses."""
+"""Demo data for `fenxiao demo`, all through the ordinary commands: a small catalog with
+stock in two warehouses, two distributors (the second referred by the first), a carrier, a
+coupon, and orders in each state a newcomer should see: placed, paid (fulfilling),
+shipped, delivered."""
 from __future__ import annotations
 
 from commands import Fenxiao
@@ -32,4 +35,69 @@ def load_demo(app: Fenxiao) -> int:
     for n, (sku, warehouse_id, quantity) in enumerate(RECEIPTS, 1):
         run(lambda: app.receive_stock(sku, warehouse_id, quantity, f"DEMO-PO-{n:03d}"))
     run(lambda: app.adjust_stock("CUP-GW-6", "WH-EAST", -2, "broken in handling"))
-    return run(lambda: app.transfer_stock("TEA-LJ-250", "WH-EAST", "WH-SOUTH", 20))
+    run(lambda: app.transfer_stock("TEA-LJ-250", "WH-EAST", "WH-SOUTH", 20))
+    load_network(app, context)
+    return load_orders(app, context)
+
+
+def load_network(app: Fenxiao, context: CommandContext) -> int:
+    app.execute(lambda: app.apply_distributor("Li Na", "13800000001",
+                                              distributor_id="DEMO-D1"), context=context)
+    code = app.execute(lambda: app.approve_distributor("DEMO-D1"),
+                       context=context).body["referral_code"]
+    app.execute(lambda: app.apply_distributor("Wang Fang", "13800000002", code,
+                                              distributor_id="DEMO-D2"), context=context)
+    return app.execute(lambda: app.approve_distributor("DEMO-D2"),
+                       context=context).body["position"]
+
+
+CUSTOMER = {"name": "Zhao Lei", "phone": "13900000001"}
+ADDRESS = {"region": "east", "city": "Hangzhou", "line1": "18 Wensan Road"}
+# order id -> (lines, distributor, how far it goes)
+ORDERS = {
+    "DEMO-O1": ([("TEA-LJ-250", 2), ("CUP-GW-6", 1)], "DEMO-D2", "delivered"),
+    "DEMO-O2": ([("TEA-PE-357", 1)], "DEMO-D1", "shipped"),
+    "DEMO-O3": ([("SET-TRAVEL", 1), ("CUP-GW-6", 2)], "DEMO-D2", "paid"),
+    "DEMO-O4": ([("TEA-LJ-250", 1)], None, "placed"),
+}
+STEPS = ("placed", "paid", "shipped", "delivered")
+
+
+def load_orders(app: Fenxiao, context: CommandContext) -> int:
+    from domain.carriers import RateCard
+    from domain.promotions import CouponTerms
+
+    run = lambda command: app.execute(command, context=context).body  # noqa: E731
+    run(lambda: app.add_carrier(RateCard("SF", "SF Express", 1200, 100, 3,
+                                         {"east": 1, "south": 2})))
+    run(lambda: app.add_carrier(RateCard("YTO", "YTO Express", 800, 50, 4, {"east": 2})))
+    run(lambda: app.issue_coupon(CouponTerms("WELCOME10", amount_off_minor=1000,
+                                             min_spend_minor=10000)))
+    position = 0
+    for order_id, (lines, distributor_id, goal) in ORDERS.items():
+        customer_id = f"DEMO-C-{order_id[-1]}"
+        order = run(lambda: app.place_order(
+            customer_id, CUSTOMER["name"], CUSTOMER["phone"], ADDRESS, lines,
+            order_id=order_id, distributor_id=distributor_id,
+            coupon_code="WELCOME10" if order_id == "DEMO-O1" else None))
+        position = order["position"]
+        if STEPS.index(goal) >= STEPS.index("paid"):
+            paid = run(lambda: app.pay_order(order_id, order["total"], f"DEMO-PAY-{order_id}"))
+            position = paid["position"]
+        if STEPS.index(goal) >= STEPS.index("shipped"):
+            position = ship(app, run, order_id, delivered=goal == "delivered")
+    return position
+
+
+def ship(app: Fenxiao, run, order_id: str, delivered: bool) -> int:
+    position = 0
+    for shipment_id in sorted(app.order(order_id).shipments):
+        run(lambda: app.pick_shipment(shipment_id))
+        run(lambda: app.pack_shipment(shipment_id))
+        dispatched = run(lambda: app.dispatch_shipment(shipment_id))
+        position = dispatched["position"]
+        if delivered:
+            position = run(lambda: app.record_carrier_event(
+                dispatched["carrier"], f"DEMO-EV-{shipment_id}", dispatched["tracking_number"],
+                "delivered", app.clock()))["position"]
+    return position

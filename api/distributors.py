@@ -1,40 +1,63 @@
 """Distributors, commission rules, earnings and withdrawals."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from werkzeug.routing import BaseConverter
 
-from api.auth import ANY_ROLE, requires
+from api.auth import ANY_ROLE, owned_by, requires
 from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
-from api.schemas import Id, MoneySchema, PageQuery, ReadQuery, StrictInt, Text, require_currency
+from api.openapi import exclusive_groups
+from api.schemas import (FullMatch, Id, MoneySchema, NoBody, PageQuery, PositiveMoneySchema,
+                         ReadQuery, Str, StrictInt, Text, require_currency)
 from domain.errors import NotFound
+from domain.ledger import Withdrawal
 from projections.commissions import CommissionsProjection, commissions_of
 from projections.distributors import (DistributorsProjection, commission_rules_in_force,
                                       direct_downline, get_distributor)
 from projections.ledger import LedgerProjection, earnings_of
 
+owned_by("withdrawal_id", lambda app, withdrawal_id: (
+    found.distributor_id if (found := app.find(Withdrawal.create_id(withdrawal_id)))
+    else None))
 blp = Blueprint("distributors", __name__, url_prefix="/api/v1",
                 description="Distributors, commission rules, earnings and withdrawals")
+RESERVED_ID = "applications"  # /distributors/applications is the application endpoint
+
+
+class DistributorIdConverter(BaseConverter):
+    """A distributor id in a path: any segment but "applications", so no GET route also
+    answers for the applications endpoint (and a 405's Allow header lists only what the
+    OpenAPI document says)."""
+
+    regex = rf"(?!{RESERVED_ID}$)[^/]+"
 STAFF = ("admin", "operator", "auditor")
+# The compact forms the domain accepts (domain.distributors.normalize_phone).
+PHONE_PATTERN = r"^(?:(?:\+?86)?1[3-9][0-9]{9}|\+[1-9][0-9]{7,14})$"
 
 
 class ApplicationIn(Schema):
     name = Text(200, required=True)
-    phone = Text(32, required=True)
-    referral_code = fields.String(load_default=None, validate=validate.Regexp(
+    phone = Str(required=True, validate=FullMatch(PHONE_PATTERN, error=(
+        "must be a mainland mobile number (1[3-9] and 9 digits, +86 optional) or an E.164 "
+        "number (+ country code and number), without spaces")))
+    referral_code = Str(load_default=None, validate=FullMatch(
         r"^[A-Za-z0-9]{4,20}$", error="not a referral code"))
-    distributor_id = Id(load_default=None)
+    distributor_id = Id(load_default=None, also=validate.NoneOf(
+        [RESERVED_ID], error=f"{RESERVED_ID} is reserved"),
+        metadata={"not": {"enum": [RESERVED_ID]}})
 
 
 class ReasonIn(Schema):
-    reason = Text(500, required=True)
+    reason = Text(500, multiline=True, required=True)
 
 
 class UplineIn(Schema):
     upline_id = Id(required=True, allow_none=True)
-    reason = Text(500, required=True)
+    reason = Text(500, multiline=True, required=True)
 
 
 class DistributorOut(Schema):
@@ -44,7 +67,7 @@ class DistributorOut(Schema):
     referral_code = fields.String(allow_none=True)
     upline_id = fields.String(allow_none=True)
     downline_count = fields.Integer()
-    position = fields.Integer()
+    position = fields.Integer(allow_none=True)  # null when nothing was recorded
 
 
 class DistributorPage(Schema):
@@ -79,6 +102,10 @@ class RuleIn(Schema):
                                   "and level2_fixed", "_schema")
 
 
+exclusive_groups("RuleIn", ("level1_rate_bp", "level2_rate_bp"),
+                 ("level1_fixed", "level2_fixed"))
+
+
 class RuleOut(Schema):
     sku = fields.String(allow_none=True)
     kind = fields.String()
@@ -87,6 +114,7 @@ class RuleOut(Schema):
     level2_rate_bp = fields.Integer()
     level1_fixed = fields.Integer()
     level2_fixed = fields.Integer()
+    position = fields.Integer(allow_none=True)
 
 
 class CommissionOut(Schema):
@@ -114,7 +142,7 @@ class RuleList(Schema):
 
 
 class WithdrawalIn(Schema):
-    amount = fields.Nested(MoneySchema, required=True)
+    amount = fields.Nested(PositiveMoneySchema, required=True)
     withdrawal_id = Id(load_default=None)
 
 
@@ -128,7 +156,7 @@ class WithdrawalOut(Schema):
     amount = fields.Nested(MoneySchema)
     status = fields.String()
     payment_reference = fields.String(allow_none=True)
-    position = fields.Integer()
+    position = fields.Integer(allow_none=True)  # null when nothing was recorded
 
 
 # -- commands -------------------------------------------------------------------------
@@ -142,15 +170,16 @@ def apply(body: dict[str, Any]) -> Any:
     return run_command(lambda: app.apply_distributor(**body), status=201)
 
 
-@blp.route("/distributors/<distributor_id>/approve", methods=["POST"])
+@blp.route("/distributors/<distributor:distributor_id>/approve", methods=["POST"])
 @requires("admin", "operator")
+@blp.arguments(NoBody)
 @blp.response(200, DistributorOut)
-def approve(distributor_id: str) -> Any:
+def approve(_body: dict[str, Any], distributor_id: str) -> Any:
     app = fenxiao()
     return run_command(lambda: app.approve_distributor(distributor_id))
 
 
-@blp.route("/distributors/<distributor_id>/reject", methods=["POST"])
+@blp.route("/distributors/<distributor:distributor_id>/reject", methods=["POST"])
 @requires("admin", "operator")
 @blp.arguments(ReasonIn)
 @blp.response(200, DistributorOut)
@@ -159,7 +188,7 @@ def reject(body: dict[str, Any], distributor_id: str) -> Any:
     return run_command(lambda: app.reject_distributor(distributor_id, body["reason"]))
 
 
-@blp.route("/distributors/<distributor_id>/suspend", methods=["POST"])
+@blp.route("/distributors/<distributor:distributor_id>/suspend", methods=["POST"])
 @requires("admin", "operator")
 @blp.arguments(ReasonIn)
 @blp.response(200, DistributorOut)
@@ -168,7 +197,7 @@ def suspend(body: dict[str, Any], distributor_id: str) -> Any:
     return run_command(lambda: app.suspend_distributor(distributor_id, body["reason"]))
 
 
-@blp.route("/distributors/<distributor_id>/reinstate", methods=["POST"])
+@blp.route("/distributors/<distributor:distributor_id>/reinstate", methods=["POST"])
 @requires("admin", "operator")
 @blp.arguments(ReasonIn)
 @blp.response(200, DistributorOut)
@@ -177,7 +206,7 @@ def reinstate(body: dict[str, Any], distributor_id: str) -> Any:
     return run_command(lambda: app.reinstate_distributor(distributor_id, body["reason"]))
 
 
-@blp.route("/distributors/<distributor_id>/upline", methods=["POST"])
+@blp.route("/distributors/<distributor:distributor_id>/upline", methods=["POST"])
 @requires("admin")
 @blp.arguments(UplineIn)
 @blp.response(200, DistributorOut)
@@ -200,7 +229,7 @@ def set_rule(body: dict[str, Any]) -> Any:
                        status=201)
 
 
-@blp.route("/distributors/<distributor_id>/withdrawals", methods=["POST"])
+@blp.route("/distributors/<distributor:distributor_id>/withdrawals", methods=["POST"])
 @requires("distributor", "admin")
 @blp.arguments(WithdrawalIn)
 @blp.response(201, WithdrawalOut)
@@ -240,7 +269,7 @@ def known_distributor(conn: Any, distributor_id: str) -> dict[str, Any]:
     return found
 
 
-@blp.route("/distributors/<distributor_id>", methods=["GET"])
+@blp.route("/distributors/<distributor:distributor_id>", methods=["GET"])
 @requires(*STAFF, "distributor")
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, DistributorOut)
@@ -250,7 +279,7 @@ def distributor(query: dict[str, Any], distributor_id: str) -> Any:
         return query_response(known_distributor(conn, distributor_id), position)
 
 
-@blp.route("/distributors/<distributor_id>/downline", methods=["GET"])
+@blp.route("/distributors/<distributor:distributor_id>/downline", methods=["GET"])
 @requires(*STAFF, "distributor")
 @blp.arguments(PageQuery, location="query")
 @blp.response(200, DistributorPage)
@@ -258,13 +287,13 @@ def downline(query: dict[str, Any], distributor_id: str) -> Any:
     position = read_position([DistributorsProjection.name], query["min_position"])
     with fenxiao().engine.connect() as conn:
         known_distributor(conn, distributor_id)
-        rows = direct_downline(conn, distributor_id, decode_cursor(query["cursor"]),
-                               query["limit"] + 1)
+        after = decode_cursor(query["cursor"], str)
+        rows = direct_downline(conn, distributor_id, after and after[0], query["limit"] + 1)
     return query_response(page(rows, query["limit"], lambda d: d["distributor_id"]),
                           position)
 
 
-@blp.route("/distributors/<distributor_id>/earnings", methods=["GET"])
+@blp.route("/distributors/<distributor:distributor_id>/earnings", methods=["GET"])
 @requires(*STAFF, "distributor")
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, EarningsOut)
@@ -278,7 +307,7 @@ def earnings(query: dict[str, Any], distributor_id: str) -> Any:
                               position)
 
 
-@blp.route("/distributors/<distributor_id>/commissions", methods=["GET"])
+@blp.route("/distributors/<distributor:distributor_id>/commissions", methods=["GET"])
 @requires(*STAFF, "distributor")
 @blp.arguments(PageQuery, location="query")
 @blp.response(200, CommissionPage)
@@ -287,7 +316,8 @@ def commissions(query: dict[str, Any], distributor_id: str) -> Any:
                              query["min_position"])
     with fenxiao().engine.connect() as conn:
         known_distributor(conn, distributor_id)
-        rows = commissions_of(conn, distributor_id, decode_cursor(query["cursor"]),
+        rows = commissions_of(conn, distributor_id,
+                              decode_cursor(query["cursor"], datetime, str, int),
                               query["limit"] + 1)
     body = page(rows, query["limit"], lambda c: c["cursor"])
     for item in body["items"]:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from commands.app import StoreMismatch
 from domain.errors import DomainError
 
 log = logging.getLogger("fenxiao.api")
@@ -18,7 +19,6 @@ HTTP_CODES = {
     415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
     503: "projection_lagging",
 }
-DOMAIN_STATUS = {"not_found": 404, "validation_error": 422, "forbidden": 403}
 
 
 class ApiError(Exception):
@@ -53,19 +53,32 @@ def handle_http_exception(error: HTTPException) -> Response:
         422: "the request is not valid; see details",
         429: f"too many requests; the limit is {error.description}",
     }.get(status, error.description or error.name)
-    return envelope(status, HTTP_CODES.get(status, "http_error"), message, details)
+    response = envelope(status, HTTP_CODES.get(status, "http_error"), message, details)
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":  # e.g. Allow on 405
+            response.headers[name] = value
+    return response
 
 
 def handle_domain_error(error: DomainError) -> Response:
-    status = DOMAIN_STATUS.get(error.code, 409)
-    details = error.details
-    if status == 422 and "field" in details:
-        details = {details["field"]: [error.message]}
-    return envelope(status, error.code, error.message, details)
+    # The status and body are the error's own (domain/errors.py): the idempotency store
+    # keeps the same body for a refusal, so a repeat is answered identically.
+    response = jsonify(error.envelope())
+    response.status_code = error.status
+    return response
 
 
 def handle_api_error(error: ApiError) -> Response:
-    return envelope(error.status, error.code, error.message, error.details)
+    details = dict(error.details)
+    retry_after_s = details.pop("retry_after_s", None)
+    response = envelope(error.status, error.code, error.message, details)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
+def handle_store_mismatch(error: StoreMismatch) -> Response:
+    return envelope(503, error.code, str(error))
 
 
 def handle_unexpected(error: Exception) -> Response:
@@ -77,4 +90,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(StoreMismatch, handle_store_mismatch)
     app.register_error_handler(Exception, handle_unexpected)

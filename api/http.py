@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import threading
+from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from flask import Response, current_app, g, jsonify, request
@@ -10,6 +13,12 @@ from flask import Response, current_app, g, jsonify, request
 from api.errors import ApiError
 from commands.app import CommandContext, request_fingerprint
 from projections.runner import positions, wait_for_position
+
+# At most this many requests may wait for a projection at once (per process), so slow
+# reads never hold every server thread; the others are told to retry at once.
+MAX_WAITERS = 4
+_waiters = threading.BoundedSemaphore(MAX_WAITERS)
+RETRY_AFTER_S = 1
 
 
 def fenxiao() -> Any:
@@ -38,16 +47,31 @@ def read_position(names: Sequence[str], min_position: int | None) -> int:
     """The position the read models `names` reflect, after waiting for `min_position`."""
     app = fenxiao()
     if min_position:
-        reached = wait_for_position(app, names, min_position,
-                                    app.settings.min_position_timeout_s)
+        head = app.last_position()
+        if min_position > head:
+            # No projection can reach what the log has not: waiting would only hold a thread.
+            raise ApiError(422, "validation_error",
+                           f"min_position {min_position} is beyond the log head {head}",
+                           min_position=[f"must be at most the log head, {head}"], head=head)
+        if not _waiters.acquire(blocking=False):
+            raise lagging(min_position, "too many reads are waiting for the projections")
+        try:
+            reached = wait_for_position(app, names, min_position,
+                                        app.settings.min_position_timeout_s)
+        finally:
+            _waiters.release()
         if reached is None:
-            raise ApiError(503, "projection_lagging",
-                           f"the read model has not reached position {min_position} yet; "
-                           "retry shortly", min_position=min_position)
+            raise lagging(min_position, f"the read model has not reached position "
+                                        f"{min_position} yet")
         return reached
     with app.engine.connect() as conn:
         current = positions(conn)
     return min(current.get(name, 0) for name in names)
+
+
+def lagging(min_position: int, why: str) -> ApiError:
+    return ApiError(503, "projection_lagging", f"{why}; retry shortly",
+                    min_position=min_position, retry_after_s=RETRY_AFTER_S)
 
 
 def query_response(body: Any, position: int) -> Response:
@@ -56,18 +80,45 @@ def query_response(body: Any, position: int) -> Response:
     return response
 
 
+# -- cursors: a JSON list of the last item's sort key, base64url; checked strictly -----
+
+CursorPart = type  # str, int or datetime (sent as ISO text)
+_MAX_CURSOR_TEXT = 200
+
+
 def encode_cursor(key: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+    parts = list(key) if isinstance(key, (list, tuple)) else [key]
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> Any:
+def decode_cursor(cursor: str | None, *shape: CursorPart) -> list[Any] | None:
+    """The sort key a cursor carries, if it has exactly `shape`; else 422. A cursor is not
+    secret (it only says where a page starts), but it must be one this API could issue."""
     if cursor is None:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, binascii.Error, RecursionError):
+        parts = None
+    if not (isinstance(parts, list) and len(parts) == len(shape)
+            and all(_fits(part, kind) for part, kind in zip(parts, shape))):
         raise ApiError(422, "validation_error", "the cursor is not valid",
-                       cursor=["not a cursor this API issued"]) from None
+                       cursor=["not a cursor this API issued"])
+    return parts
+
+
+def _fits(part: Any, kind: CursorPart) -> bool:
+    if kind is int:
+        return type(part) is int and -2**63 <= part < 2**63
+    if not (isinstance(part, str) and 0 < len(part) <= _MAX_CURSOR_TEXT
+            and part.isprintable()):
+        return False
+    if kind is datetime:
+        try:
+            datetime.fromisoformat(part)
+        except ValueError:
+            return False
+    return True
 
 
 def page(items: list[dict[str, Any]], limit: int, key: Callable[[dict[str, Any]], Any]

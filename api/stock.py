@@ -30,8 +30,8 @@ class AdjustmentIn(Schema):
     warehouse_id = Id(required=True)
     delta = StrictInt(required=True, validate=[
         validate.Range(min=-10_000_000, max=10_000_000),
-        validate.NoneOf([0], error="must not be zero")])
-    reason = Text(500, required=True)
+        validate.NoneOf([0], error="must not be zero")], metadata={"not": {"enum": [0]}})
+    reason = Text(500, multiline=True, required=True)
 
 
 class TransferIn(Schema):
@@ -50,7 +50,7 @@ class StockItemOut(Schema):
 
 
 class StockItemReply(StockItemOut):
-    position = fields.Integer()
+    position = fields.Integer(allow_none=True)  # null when nothing was recorded
 
 
 class TransferOut(Schema):
@@ -59,7 +59,7 @@ class TransferOut(Schema):
     quantity = fields.Integer()
     from_ = fields.Nested(StockItemOut, data_key="from")
     to = fields.Nested(StockItemOut)
-    position = fields.Integer()
+    position = fields.Integer(allow_none=True)  # null when nothing was recorded
 
 
 class InventoryQuery(PageQuery):
@@ -113,7 +113,7 @@ def transfer(body: dict[str, Any]) -> Any:
 @blp.response(200, InventoryPage)
 def inventory(query: dict[str, Any]) -> Any:
     position = read_position(READS, query["min_position"])
-    after = decode_cursor(query["cursor"])
+    after = decode_cursor(query["cursor"], str, str)
     with fenxiao().engine.connect() as conn:
         rows = list_inventory(conn, query["sku"], query["warehouse_id"],
                               tuple(after) if after else None, query["limit"] + 1)

@@ -1,12 +1,17 @@
 """Application services: load aggregates, decide, save (one atomic save per command)."""
 
 from commands.catalog import StockService
+from commands.fulfilment import FulfilmentService
 from commands.ledger import LedgerService
+from commands.orders import OrderService
+from commands.promotions import PromotionService
+from commands.purchasing import PurchasingService
 from domain.ledger import Wallet
 from domain.stock import StockItem
 
 
-class Fenxiao(StockService, LedgerService):
+class Fenxiao(OrderService, FulfilmentService, PurchasingService, PromotionService,
+              StockService, LedgerService):
     """The application: every service mixed into one event-sourced application."""
 
     name = "fenxiao"

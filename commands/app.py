@@ -2,6 +2,7 @@
 through (metadata, one transaction, idempotency, bounded retries on version conflicts)."""
 from __future__ import annotations
 
+import base64
 import contextvars
 import hashlib
 import json
@@ -13,16 +14,17 @@ from typing import Any, Callable
 from uuid import UUID, uuid4
 
 import sqlalchemy.exc
-from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError as StoreIntegrityError
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 from eventsourcing.utils import get_topic
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from commands.pgtext import replace_nul_in_parameters
 from commands.settings import Settings
-from commands.storage import idempotency
+from commands.storage import idempotency, insert_for, store_facts
 from domain.errors import DomainError, NotFound
 
 
@@ -49,9 +51,19 @@ class CommandContext:
 SYSTEM = CommandContext(actor="system")
 _current_context: contextvars.ContextVar[CommandContext] = contextvars.ContextVar(
     "fenxiao_command_context", default=SYSTEM)
-# Ids of the aggregates the running command has saved (None outside a command).
-_saved_ids: contextvars.ContextVar[set[UUID] | None] = contextvars.ContextVar(
-    "fenxiao_saved_ids", default=None)
+
+
+@dataclass
+class _Touched:
+    """The aggregates the running command has loaded and saved: refused or rolled back,
+    the command evicts them (and only them) from the aggregate cache."""
+
+    loaded: set[UUID] = field(default_factory=set)
+    saved: set[UUID] = field(default_factory=set)
+
+
+_touched: contextvars.ContextVar[_Touched | None] = contextvars.ContextVar(
+    "fenxiao_touched", default=None)
 
 
 class MetadataMapper(Mapper):
@@ -70,6 +82,51 @@ class IdempotencyKeyReused(DomainError):
 
 class ConcurrencyConflict(DomainError):
     code = "concurrency_conflict"
+
+
+class StoredRefusal(DomainError):
+    """A repeat of a request that ran and was refused: the stored answer, replayed as it
+    was first given (same status, same body) rather than run again."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        error = body["error"]
+        super().__init__(error["message"], **error["details"])
+        self.code = error["code"]
+        self._status, self._body = status, body
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    def envelope(self) -> dict[str, Any]:
+        return self._body
+
+
+class LoadAfterSave(AssertionError):
+    """A programming error (so an HTTP 500, never a stored refusal): a command loaded an
+    aggregate it had already saved. Raised explicitly so `python -O` keeps the check."""
+
+
+class StoreMismatch(Exception):
+    """FENXIAO_CIPHER_KEY does not fit the store (missing, wrong, or given for a store
+    that is not encrypted): serving would fail every load and write clear events beside
+    encrypted ones, so nothing may start."""
+
+    code = "cipher_key_mismatch"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+CIPHER_CANARY = "cipher_canary"  # the store_facts row
+CANARY_PLAINTEXT = b"fenxiao cipher canary"
+NOT_ENCRYPTED = "none"  # the canary of a store without a cipher key
+KEY_MISSING = "this store is encrypted; set FENXIAO_CIPHER_KEY to its key"
+KEY_WRONG = ("FENXIAO_CIPHER_KEY does not decrypt this store (it was encrypted with "
+             "another key)")
+KEY_FOR_CLEAR_STORE = ("FENXIAO_CIPHER_KEY is set but this store is not encrypted; unset "
+                       "it to serve this store")
 
 
 @dataclass(frozen=True)
@@ -95,7 +152,7 @@ class CoreApp(Application):
             "CREATE_TABLE": "n",  # Alembic owns every table
             "MAPPER_TOPIC": get_topic(MetadataMapper),
             # Hot aggregates stay in memory and are fast-forwarded from the store on each
-            # load (+30 % commands/s measured); see `_forget_uncommitted` for its one risk.
+            # load (+30 % commands/s measured); see `_evict` for its one risk.
             "AGGREGATE_CACHE_MAXSIZE": "10000",
         }
         if settings.cipher_key:
@@ -105,13 +162,89 @@ class CoreApp(Application):
         self.settings = settings
         self.datastore = self.recorder.datastore  # type: ignore[attr-defined]
         self.engine = self.datastore.engine
+        replace_nul_in_parameters(self.engine)  # old events may hold NUL text
         self.commit_listeners: list[Callable[[int], None]] = []
         # The one clock of the application; tests and replays set their own.
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+        self._store_checked = False
 
     def close(self) -> None:
         super().close()
         self.engine.dispose()
+
+    # -- the store and its cipher key ----------------------------------------------
+
+    def check_store(self) -> None:
+        """Refuse a store that FENXIAO_CIPHER_KEY does not fit (raises StoreMismatch).
+        The first use records a canary: a known text encrypted with the key, or "none"
+        for a store kept in the clear. A store that already has events but no canary
+        (older than the canary) is judged by decoding its first event."""
+        if self._store_checked:
+            return
+        canary = self._read_canary()
+        if canary is None:
+            self._check_first_event()
+            canary = self._record_canary()
+        self._check_canary(canary)
+        self._store_checked = True
+
+    def store_status(self) -> str:
+        """"ok", or why the store cannot be served with this key (for /health)."""
+        try:
+            self.check_store()
+        except StoreMismatch as mismatch:
+            return mismatch.message
+        return "ok"
+
+    def _read_canary(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(store_facts.c.value)
+                                .where(store_facts.c.name == CIPHER_CANARY)).scalar()
+
+    def _record_canary(self) -> str:
+        """Write our canary unless a concurrent first start wrote its own; return the
+        one that stands (ours or theirs: it is the one to judge)."""
+        cipher = self.mapper.cipher
+        value = (base64.b64encode(cipher.encrypt(CANARY_PLAINTEXT)).decode()
+                 if cipher else NOT_ENCRYPTED)
+        with self.engine.begin() as conn:
+            conn.execute(insert_for(conn, store_facts)
+                         .values(name=CIPHER_CANARY, value=value)
+                         .on_conflict_do_nothing(index_elements=["name"]))
+        return self._read_canary() or value
+
+    def _check_canary(self, canary: str) -> None:
+        cipher = self.mapper.cipher
+        if canary == NOT_ENCRYPTED:
+            if cipher:
+                raise StoreMismatch(KEY_FOR_CLEAR_STORE)
+            return
+        if not cipher:
+            raise StoreMismatch(KEY_MISSING)
+        try:
+            fits = cipher.decrypt(base64.b64decode(canary)) == CANARY_PLAINTEXT
+        except ValueError:  # the AES-GCM tag does not verify: another key
+            fits = False
+        if not fits:
+            raise StoreMismatch(KEY_WRONG)
+
+    def _check_first_event(self) -> None:
+        first = self.recorder.select_notifications(start=None, limit=1)
+        if not first:
+            return  # a new store: it takes the key it is first used with
+        try:
+            self.mapper.to_domain_event(first[0])
+        except MapperDeserialisationError:
+            raise StoreMismatch(self._why_undecodable(first[0].state)) from None
+
+    def _why_undecodable(self, state: bytes) -> str:
+        if not self.mapper.cipher:
+            return KEY_MISSING
+        try:
+            self.mapper.transcoder.decode(state)
+        except ValueError:
+            return KEY_WRONG
+        return KEY_FOR_CLEAR_STORE  # it reads without the key: it was never encrypted
 
     # -- the command runner ------------------------------------------------------
 
@@ -119,48 +252,85 @@ class CoreApp(Application):
                 context: CommandContext = SYSTEM, request_hash: str | None = None) -> Reply:
         """Run `command` (load, decide, save) in one transaction, with its idempotency
         record if a key was given, retrying on optimistic-concurrency conflicts."""
-        key = context.idempotency_key
+        self.check_store()  # once per process: never write beside events we cannot read
         ctx_token = _current_context.set(context)
         try:
             for attempt in range(self.settings.command_attempts):
-                saved_token = _saved_ids.set(set())
-                try:
-                    with self.datastore.transaction(commit=True) as session:
-                        conn = session.connection()
-                        if key and (stored := self._stored_reply(conn, context, request_hash)):
-                            return stored
-                        reply = Reply(status, command())
-                        if key:
-                            self._store_reply(conn, context, request_hash, reply)
-                except (sqlalchemy.exc.IntegrityError, StoreIntegrityError):
-                    # A concurrent writer won: either the same idempotency key (answer with
-                    # its reply) or a newer version of an aggregate we loaded (try again).
-                    self._forget_uncommitted()
-                    if key:
-                        with self.engine.connect() as conn:
-                            if stored := self._stored_reply(conn, context, request_hash):
-                                return stored
-                    time.sleep(random.uniform(0, min(0.002 * 2 ** attempt, 0.05)))
-                    continue
-                finally:
-                    _saved_ids.reset(saved_token)
-                self._committed(reply.body.get("position"))
-                return reply
-        except BaseException:
-            self._forget_uncommitted()
-            raise
+                reply = self._attempt(command, status, context, request_hash)
+                if reply is not None:
+                    return reply
+                time.sleep(random.uniform(0, min(0.002 * 2 ** attempt, 0.05)))
         finally:
             _current_context.reset(ctx_token)
         raise ConcurrencyConflict("too many concurrent changes to the same records; retry")
 
-    def _forget_uncommitted(self) -> None:
-        """Belt and braces for the aggregate cache, which must only ever hold committed
-        state (`find` refuses a load after a save, the one way uncommitted events could
-        reach it). After a rollback, start a fresh cache anyway (a new object: LRUCache
-        .clear() in eventsourcing 9.5 leaves its entries in place)."""
+    def _attempt(self, command: Callable[[], dict[str, Any]], status: int,
+                 context: CommandContext, request_hash: str | None) -> Reply | None:
+        """One try: the reply, or None when a concurrent writer changed an aggregate the
+        command loaded (try again). A refusal leaves as its DomainError."""
+        key = context.idempotency_key
+        touched, refusal = _Touched(), None
+        touched_token = _touched.set(touched)
+        try:
+            with self.datastore.transaction(commit=True) as session:
+                conn = session.connection()
+                if key and (stored := self._stored_reply(conn, context, request_hash)):
+                    return stored
+                try:
+                    reply = Reply(status, command())
+                except DomainError as error:
+                    refusal = error
+                    raise
+                if key:
+                    self._store_reply(conn, context, request_hash, reply)
+        except (sqlalchemy.exc.IntegrityError, StoreIntegrityError):
+            # A concurrent writer won: either the same idempotency key (answer with its
+            # reply) or a newer version of an aggregate we loaded (try again).
+            self._evict(touched)
+            return self._stored_reply_now(context, request_hash) if key else None
+        except BaseException as error:
+            self._evict(touched)
+            if key and error is refusal and refusal.is_conflict:
+                if (winner := self._store_refusal(context, request_hash, refusal)):
+                    return winner
+            raise
+        finally:
+            _touched.reset(touched_token)
+        self._committed(reply.body.get("position"))
+        return reply
+
+    def _evict(self, touched: _Touched) -> None:
+        """The aggregate cache must only ever hold committed state; after a rollback,
+        drop what this command loaded or saved (the next load reads it afresh) and keep
+        every other hot aggregate. (`find` also refuses a load after a save, the one way
+        uncommitted events could reach the cache.)"""
         cache = self.repository.cache
-        if isinstance(cache, LRUCache):
-            self.repository.cache = LRUCache(maxsize=cache.maxsize)
+        if cache is None:
+            return
+        for aggregate_id in touched.loaded | touched.saved:
+            try:
+                cache.get(aggregate_id, evict=True)  # the library's way to drop one key
+            except KeyError:
+                pass
+
+    def _store_refusal(self, context: CommandContext, request_hash: str | None,
+                       refusal: DomainError) -> Reply | None:
+        """Keep a refusal with its key, in its own transaction after the rollback, so a
+        repeat gets the same 409 instead of running again once the facts have changed.
+        If a concurrent repeat stored its reply first, that reply is the answer: returned
+        if it was a success, raised (StoredRefusal) if a refusal."""
+        try:
+            with self.datastore.transaction(commit=True) as session:
+                self._store_reply(session.connection(), context, request_hash,
+                                  Reply(refusal.status, refusal.envelope()))
+        except (sqlalchemy.exc.IntegrityError, StoreIntegrityError):
+            return self._stored_reply_now(context, request_hash)
+        return None
+
+    def _stored_reply_now(self, context: CommandContext, request_hash: str | None
+                          ) -> Reply | None:
+        with self.engine.connect() as conn:
+            return self._stored_reply(conn, context, request_hash)
 
     def _stored_reply(self, conn: Connection, context: CommandContext,
                       request_hash: str | None) -> Reply | None:
@@ -171,10 +341,12 @@ class CoreApp(Application):
         ).first()
         if row is None:
             return None
-        if row.request_hash != request_hash:
+        if row.request_hash != (request_hash or ""):  # stored as "" when none was given
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used with a different request",
                 idempotency_key=context.idempotency_key)
+        if row.status >= 400:
+            raise StoredRefusal(row.status, json.loads(row.body))
         return Reply(row.status, json.loads(row.body))
 
     @staticmethod
@@ -194,9 +366,9 @@ class CoreApp(Application):
 
     def record(self, *aggregates: Aggregate) -> int | None:
         """Save the aggregates atomically; return the log position of the last new event."""
-        saved = _saved_ids.get()
-        if saved is not None:
-            saved.update(aggregate.id for aggregate in aggregates)
+        touched = _touched.get()
+        if touched is not None:
+            touched.saved.update(aggregate.id for aggregate in aggregates)
         recordings = self.save(*aggregates)
         if not recordings:
             return None
@@ -214,7 +386,12 @@ class CoreApp(Application):
     def find(self, aggregate_id: UUID) -> Any | None:
         # Load, decide, save: loading what this command already saved would read its own
         # uncommitted events (and could leak them into the aggregate cache).
-        assert aggregate_id not in (_saved_ids.get() or ()), "load after save in a command"
+        touched = _touched.get()
+        if touched is not None:
+            if aggregate_id in touched.saved:
+                raise LoadAfterSave(f"aggregate {aggregate_id} loaded after it was saved "
+                                    "in the same command")
+            touched.loaded.add(aggregate_id)
         try:
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:

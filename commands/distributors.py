@@ -14,7 +14,7 @@ from domain.catalog import Product
 from domain.commissions import CommissionRules
 from domain.distributors import (CustomerBinding, Distributor, PhoneClaim, ReferralCode,
                                  attribute, normalize_phone, should_bind)
-from domain.errors import Duplicate, InvalidCommand
+from domain.errors import Duplicate, DistributorInactive, NotFound
 
 # Crockford-style alphabet: no 0/O, 1/I/L confusion when a code is read aloud or typed.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -47,8 +47,8 @@ class DistributorService(CoreApp):
     def _referrer(self, referral_code: str) -> str:
         code = self.find(ReferralCode.create_id(referral_code))
         if code is None:
-            raise InvalidCommand(f"no distributor has referral code {referral_code}",
-                                 field="referral_code")
+            raise NotFound(f"no distributor has referral code {referral_code}",
+                           referral_code=referral_code)
         return code.distributor_id
 
     def _phone_key(self, phone: str) -> str:
@@ -128,23 +128,35 @@ class DistributorService(CoreApp):
         """Which distributor an order of `customer_id` credits: the one it names (by id or
         referral code), else the customer's live binding. Binds the customer the first
         time (or again once an N-day binding has lapsed) to an active distributor."""
+        credited, binding = self.attribution(customer_id, distributor_id, referral_code)
+        return {"customer_id": customer_id, "distributor_id": credited,
+                "position": self.record(binding) if binding is not None else None}
+
+    def attribution(self, customer_id: str, distributor_id: str | None = None,
+                    referral_code: str | None = None, require_active: bool = False
+                    ) -> tuple[str | None, CustomerBinding | None]:
+        """The rule of `attribute_order`, without saving: the distributor credited and
+        the customer's binding when it changes (to save with the caller's aggregates),
+        else None. `require_active`: a named distributor that is not active is refused
+        (DistributorInactive) instead of credited."""
         named = distributor_id or (self._referrer(referral_code) if referral_code else None)
         if named is not None:
-            self.distributor(named)
+            status = self.distributor(named).status
+            if require_active and status != "active":
+                raise DistributorInactive(f"distributor {named} is {status}, not active",
+                                          distributor_id=named, status=status)
         now = self.clock()
         binding = self.find(CustomerBinding.create_id(customer_id))
         live = binding is not None and binding.is_live(now)
         credited = attribute(named, binding.distributor_id if live else None)
-        position = None
-        if should_bind(binding is not None, live, credited) and \
-                self.distributor(credited).status == "active":
-            days = self.settings.binding_days
-            if binding is None:
-                binding = CustomerBinding.bind(customer_id, credited, now, days)
-            else:
-                binding.rebind(credited, now, days)
-            position = self.record(binding)
-        return {"customer_id": customer_id, "distributor_id": credited, "position": position}
+        if not should_bind(binding is not None, live, credited) or \
+                self.distributor(credited).status != "active":
+            return credited, None
+        days = self.settings.binding_days
+        if binding is None:
+            return credited, CustomerBinding.bind(customer_id, credited, now, days)
+        binding.rebind(credited, now, days)
+        return credited, binding
 
     # -- commission rules -------------------------------------------------------------
 

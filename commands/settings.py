@@ -29,7 +29,14 @@ class Settings:
     binding_days: int = 0  # 0: a customer stays bound to the first referrer for good
     self_purchase_commission: bool = False
     min_withdrawal_minor: int = 100
+    reservation_timeout_s: int = 1800  # unpaid orders release their stock after this
+    return_window_days: int = 7  # an order completes this long after delivery
+    commission_freeze_days: int = 7  # commission matures this long after completion
+    promised_days: int = 3  # the delivery time dispatch promises when choosing a carrier
+    shipping_fee_minor: int = 0  # charged per consumer order ...
+    free_shipping_min_minor: int | None = None  # ... unless its goods reach this amount
     rate_limit: str | None = "100 per second"  # per token (or address); None: no limit
+    auth_failure_limit: str | None = "20 per minute"  # failed sign-ins per client address
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -41,12 +48,21 @@ class Settings:
         }
         for name, key in (("projection_batch_size", "FENXIAO_PROJECTION_BATCH_SIZE"),
                           ("binding_days", "FENXIAO_BINDING_DAYS"),
-                          ("min_withdrawal_minor", "FENXIAO_MIN_WITHDRAWAL")):
+                          ("min_withdrawal_minor", "FENXIAO_MIN_WITHDRAWAL"),
+                          ("reservation_timeout_s", "FENXIAO_RESERVATION_TIMEOUT_S"),
+                          ("return_window_days", "FENXIAO_RETURN_WINDOW_DAYS"),
+                          ("commission_freeze_days", "FENXIAO_COMMISSION_FREEZE_DAYS"),
+                          ("promised_days", "FENXIAO_PROMISED_DAYS"),
+                          ("shipping_fee_minor", "FENXIAO_SHIPPING_FEE"),
+                          ("free_shipping_min_minor", "FENXIAO_FREE_SHIPPING_MIN")):
             if os.environ.get(key):
                 values[name] = int(os.environ[key])
         if "FENXIAO_RATE_LIMIT" in os.environ:
             limit = os.environ["FENXIAO_RATE_LIMIT"].strip()
             values["rate_limit"] = None if limit in ("", "0", "off") else limit
+        if "FENXIAO_AUTH_FAILURE_LIMIT" in os.environ:
+            limit = os.environ["FENXIAO_AUTH_FAILURE_LIMIT"].strip()
+            values["auth_failure_limit"] = None if limit in ("", "0", "off") else limit
         values["self_purchase_commission"] = (
             os.environ.get("FENXIAO_SELF_PURCHASE_COMMISSION", "0") == "1")
         values.update(overrides)

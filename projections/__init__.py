@@ -7,8 +7,15 @@ from projections.commissions import CommissionsProjection
 from projections.distributors import DistributorsProjection
 from projections.inventory import InventoryProjection
 from projections.ledger import LedgerProjection
+from projections.notifications import NotificationsProjection
+from projections.orders import OrdersProjection
+from projections.promotions import PromotionsProjection
+from projections.purchase_orders import PurchaseOrdersProjection
+from projections.shipments import ShipmentsProjection
 
 
 def all_projections() -> list[Projection]:
     return [CatalogProjection(), InventoryProjection(), DistributorsProjection(),
-            CommissionsProjection(), LedgerProjection()]
+            CommissionsProjection(), LedgerProjection(), OrdersProjection(), ShipmentsProjection(),
+            PromotionsProjection(), PurchaseOrdersProjection(),
+            NotificationsProjection()]

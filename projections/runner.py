@@ -4,23 +4,43 @@ Exactly-once comes from the tracking write: each batch's read-model writes commi
 transaction as an upsert of the projection's position that succeeds only if the position is
 still the one the batch started from. A second runner that read the same batch fails that
 write and its whole transaction rolls back, so an event is never applied twice.
+
+An event that cannot be applied never stalls a projection: when a batch fails because of
+its events, it is applied again one event at a time, each in a savepoint; an event that
+fails alone is parked (a row in `fenxiao_parked`, committed with the batch's other writes
+and its tracking position) and the projection carries on past it. `retry_parked` re-applies
+parked events after a fix. Failures of the database itself are never parked: the batch is
+retried whole.
+
+Process managers (projections/policies.py) take another path, because a command opens its
+own transaction (on SQLite a second writer would wait on the batch's open one forever): the
+runner reads a batch of their events, issues each event's commands (each its own
+transaction, keyed by the event that caused it, so a redelivery is "already done"), then
+advances the tracking position, with the events whose commands were refused parked, in one
+short compare-and-set transaction. The worker also ticks the time rules (commands/tick.py)
+every `tick_interval_s`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import zlib
 from typing import Any, Callable, Iterable, Sequence
 
+import eventsourcing.persistence
 import sqlalchemy.exc
 from eventsourcing.persistence import StoredEvent
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
-from commands.app import CoreApp
-from commands.storage import NOTIFY_CHANNEL, insert_for, tracking
+from commands.app import ConcurrencyConflict, CoreApp, StoreMismatch
+from commands.storage import NOTIFY_CHANNEL, insert_for, parked_events, tracking
+from domain.errors import DomainError
 from projections.base import Projection
+from projections.parking import begin_for_savepoints, describe, park, unwrap
+from projections.policies import ProcessManager, all_process_managers
 
 log = logging.getLogger("fenxiao.projections")
 
@@ -45,12 +65,51 @@ def positions(conn: Connection) -> dict[str, int]:
     return {name: pos for name, pos in conn.execute(select(tracking.c.name, tracking.c.position))}
 
 
+# Failures of the database, the connection or our own transaction handling, which say
+# nothing about the event being applied: the batch is retried whole, nothing is parked.
+_NOT_THE_EVENTS_FAULT = (
+    TrackingConflict,
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.InternalError, sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError, sqlalchemy.exc.PendingRollbackError,
+    sqlalchemy.exc.ResourceClosedError,
+    eventsourcing.persistence.OperationalError, eventsourcing.persistence.InterfaceError,
+    eventsourcing.persistence.InternalError,
+)
+
+
+def is_the_events_fault(error: Exception) -> bool:
+    """Whether `error`, raised while decoding or applying one event, comes from that event
+    (its data meets a handler, a column or a constraint it cannot satisfy: DataError,
+    IntegrityError, a value the driver cannot bind, an exception in handler code)."""
+    cause = unwrap(error)
+    if isinstance(error, _NOT_THE_EVENTS_FAULT) or isinstance(cause, _NOT_THE_EVENTS_FAULT):
+        return False
+    return not (isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated)
+
+
+def is_a_refusal(error: Exception) -> bool:
+    """Whether a process manager's command failed because of its event (a business rule
+    refused it, or handler code cannot deal with the event): parked. Contention and a
+    store the cipher key does not fit are passing troubles: the batch is retried."""
+    if isinstance(error, (ConcurrencyConflict, StoreMismatch)):
+        return False
+    return isinstance(error, DomainError) or is_the_events_fault(error)
+
+
 class ProjectionRunner:
     def __init__(self, app: CoreApp, projections: Sequence[Projection],
-                 batch_size: int | None = None, poll_interval_s: float | None = None) -> None:
+                 batch_size: int | None = None, poll_interval_s: float | None = None,
+                 process_managers: Sequence[ProcessManager] = (),
+                 tick_interval_s: float | None = None) -> None:
         self.app = app
         self.projections = {p.name: p for p in projections}
+        self.process_managers = {m.name: m for m in process_managers}
         self.batch_size = batch_size or app.settings.projection_batch_size
+        # Small: a crash mid-batch makes the batch's done commands run again (as no-ops).
+        self.process_batch_size = min(self.batch_size, 100)
+        self.tick_interval_s = tick_interval_s  # None: the background worker never ticks
+        self.ticks: list[dict[str, Any]] = []  # the last few ticks' results, for tests
         self.is_postgres = app.engine.dialect.name == "postgresql"
         self.poll_interval_s = poll_interval_s or (2.0 if self.is_postgres else 0.2)
         self.events = app.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
@@ -62,26 +121,59 @@ class ProjectionRunner:
 
     # -- one batch ---------------------------------------------------------------
 
-    def run_batch(self, projection: Projection) -> int:
-        """Apply the next batch of events to `projection`; return how many were read."""
+    def run_batch(self, projection: Projection, *, one_by_one: bool = False) -> int:
+        """Apply the next batch of events to `projection`; return how many positions it
+        moved. `one_by_one` applies each event in its own savepoint and parks those that
+        fail, for a batch that failed as a whole."""
         with self.app.datastore.transaction(commit=True) as session:
             conn = session.connection()
+            if one_by_one:
+                begin_for_savepoints(conn)
             start = self._lock_position(conn, projection.name)
-            head = conn.execute(select(func.max(self.events.c.id))).scalar() or 0
-            if head <= start:
+            rows, end = self._read_batch(conn, projection, start)
+            if end == start:
                 return 0
-            rows = conn.execute(
-                select(self.events.c.id, self.events.c.originator_id,
-                       self.events.c.originator_version, self.events.c.topic,
-                       self.events.c.state)
-                .where(self.events.c.id > start, self.events.c.id <= head,
-                       self.events.c.topic.in_(projection.topics()))
-                .order_by(self.events.c.id).limit(self.batch_size)).all()
-            # Fewer rows than asked for means nothing relevant is left up to the head.
-            end = rows[-1].id if len(rows) == self.batch_size else head
-            projection.apply_batch(conn, [self._decode(r) for r in rows])
+            if one_by_one:
+                self._apply_one_by_one(conn, projection, rows)
+            else:
+                projection.apply_batch(conn, [self._decode(r) for r in rows])
             advance_tracking(conn, projection.name, start, end)
             return end - start
+
+    def _read_batch(self, conn: Connection, projection: Projection | ProcessManager,
+                    start: int, limit: int | None = None) -> tuple[list[Any], int]:
+        """The projection's next events after `start`, and the position the batch ends at."""
+        limit = limit or self.batch_size
+        head = conn.execute(select(func.max(self.events.c.id))).scalar() or 0
+        if head <= start:
+            return [], start
+        rows = conn.execute(
+            self._event_rows()
+            .where(self.events.c.id > start, self.events.c.id <= head,
+                   self.events.c.topic.in_(projection.topics()))
+            .order_by(self.events.c.id).limit(limit)).all()
+        # Fewer rows than asked for means nothing relevant is left up to the head.
+        return rows, rows[-1].id if len(rows) == limit else head
+
+    def _event_rows(self) -> Any:
+        return select(self.events.c.id, self.events.c.originator_id,
+                      self.events.c.originator_version, self.events.c.topic,
+                      self.events.c.state)
+
+    def _apply_one_by_one(self, conn: Connection, projection: Projection,
+                          rows: Sequence[Any]) -> None:
+        for row in rows:
+            try:
+                self._apply_in_savepoint(conn, projection, row)
+            except Exception as error:
+                if not is_the_events_fault(error):
+                    raise
+                park(conn, projection.name, row, error)
+
+    def _apply_in_savepoint(self, conn: Connection, projection: Projection, row: Any) -> None:
+        # A failed statement aborts a PostgreSQL transaction: only the savepoint is lost.
+        with conn.begin_nested():
+            projection.apply_batch(conn, [self._decode(row)])
 
     def _lock_position(self, conn: Connection, name: str) -> int:
         """Read the position, holding its row lock on PostgreSQL so a second runner waits
@@ -108,12 +200,21 @@ class ProjectionRunner:
 
     def catch_up(self, names: Iterable[str] | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
-        """Run batches until every named projection (default all) is at the log head."""
-        for name in list(self.projections) if names is None else names:
-            projection = self.projections[name]
-            while n := self._run_batch_retrying(projection):
+        """Run batches until every named projection and process manager (default all)
+        is at the log head."""
+        for name in self.names() if names is None else names:
+            if name in self.process_managers:
+                run = functools.partial(self._run_process_batch_retrying,
+                                        self.process_managers[name])
+            else:
+                run = functools.partial(self._run_batch_retrying, self.projections[name])
+            while n := run():
                 if progress:
                     progress(n)
+
+    def names(self) -> list[str]:
+        """Projections first: the process managers' commands are read back by them."""
+        return [*self.projections, *self.process_managers]
 
     def _run_batch_retrying(self, projection: Projection) -> int:
         before = self.position(projection.name)
@@ -121,23 +222,150 @@ class ProjectionRunner:
             return self.run_batch(projection)
         except TrackingConflict:
             return 1  # someone else advanced it; read again from their position
-        except sqlalchemy.exc.IntegrityError:
+        except Exception as error:
+            if not is_the_events_fault(error):
+                raise  # the database's trouble, not an event's: retried whole, later
             # Another runner's rows for the same batch collided with ours before our
             # tracking write could refuse: the same lost race, reported by a constraint.
             if self.position(projection.name) != before:
                 return 1
-            raise
+            log.warning("%s: a batch failed (%s); applying its events one by one",
+                        projection.name, describe(error))
+        try:
+            return self.run_batch(projection, one_by_one=True)
+        except TrackingConflict:
+            return 1
+
+    # -- process managers ------------------------------------------------------------
+
+    def run_process_batch(self, manager: ProcessManager) -> int:
+        """Issue the commands of `manager`'s next batch of events, then advance its
+        position; return how many positions it moved. Each command is its own
+        transaction, keyed by its cause: if anything stops us before the tracking write,
+        the batch is delivered again and its done commands answer "already done"."""
+        start = self._start_position(manager.name)
+        with self.app.engine.connect() as conn:
+            rows, end = self._read_batch(conn, manager, start, self.process_batch_size)
+        if end == start:
+            return 0
+        refused = [(row, error) for row in rows
+                   if (error := self._issue(manager, row)) is not None]
+        with self.app.datastore.transaction(commit=True) as session:
+            conn = session.connection()
+            for row, error in refused:
+                park(conn, manager.name, row, error)
+            advance_tracking(conn, manager.name, start, end)
+        return end - start
+
+    def _issue(self, manager: ProcessManager, row: Any) -> Exception | None:
+        """Run the event's commands; the error if they were refused (to be parked)."""
+        try:
+            manager.handle(self.app, self._decode(row), row.id)
+        except Exception as error:
+            if not is_a_refusal(error):
+                raise  # the database's trouble, or contention: the batch is retried
+            return error
+        return None
+
+    def _start_position(self, name: str) -> int:
+        """The manager's position, its tracking row created on first use (a read, not a
+        write, every other time: on SQLite a write would queue behind every command)."""
+        query = select(tracking.c.position).where(tracking.c.name == name)
+        with self.app.engine.connect() as conn:
+            start = conn.execute(query).scalar()
+        if start is None:
+            with self.app.engine.begin() as conn:
+                conn.execute(insert_for(conn, tracking).values(name=name, position=0)
+                             .on_conflict_do_nothing())
+                start = conn.execute(query).scalar_one()
+        return start
+
+    def _run_process_batch_retrying(self, manager: ProcessManager) -> int:
+        try:
+            return self.run_process_batch(manager)
+        except TrackingConflict:
+            return 1  # another runner issued the same (keyed) commands and won
+
+    def _retry_process_event(self, manager: ProcessManager, position: int) -> bool:
+        this = and_(parked_events.c.projection == manager.name,
+                    parked_events.c.position == position)
+        with self.app.engine.connect() as conn:
+            row = conn.execute(self._event_rows().where(self.events.c.id == position)).one()
+        error = self._issue(manager, row)  # keyed: a concurrent retry cannot double it
+        with self.app.engine.begin() as conn:
+            if error is None:
+                return conn.execute(parked_events.delete().where(this)).rowcount == 1
+            conn.execute(update(parked_events).where(this).values(error=describe(error)))
+        log.warning("%s: the event at position %d is still parked: %s",
+                    manager.name, position, describe(error))
+        return False
+
+    # -- rebuilds ----------------------------------------------------------------------
 
     def rebuild(self, name: str, progress: Callable[[int], None] | None = None) -> None:
         """Empty a projection's tables and replay the whole log into them."""
+        if name in self.process_managers:
+            raise ValueError(f"{name} is a process manager: its commands are facts in the "
+                             "log, not a read model to rebuild")
         projection = self.projections[name]
         with self.app.datastore.transaction(commit=True) as session:
             conn = session.connection()
             projection.clear(conn)
+            # The replay meets those events again; whichever still fail are parked anew.
+            conn.execute(parked_events.delete().where(parked_events.c.projection == name))
             # Reset rather than delete, so an in-flight batch of another runner fails its
             # compare-and-set instead of inserting a fresh, later position.
             conn.execute(update(tracking).where(tracking.c.name == name).values(position=0))
         self.catch_up([name], progress)
+
+    # -- parked events -------------------------------------------------------------
+
+    def retry_parked(self, name: str) -> tuple[int, int]:
+        """Re-apply `name`'s parked events in log order, each in its own transaction with
+        its removal from the parked table; those that fail again stay parked with the new
+        error. A process manager's parked events have their commands issued again (each
+        keyed by its cause), then leave the table. Return (how many were applied, how
+        many are still parked)."""
+        mine = parked_events.c.projection == name
+        with self.app.engine.connect() as conn:
+            parked = conn.execute(select(parked_events.c.position).where(mine)
+                                  .order_by(parked_events.c.position)).scalars().all()
+        if name in self.process_managers:
+            manager = self.process_managers[name]
+            applied = sum(self._retry_process_event(manager, p) for p in parked)
+        else:
+            projection = self.projections[name]
+            applied = sum(self._retry_one(projection, position) for position in parked)
+        with self.app.engine.connect() as conn:
+            remaining = conn.execute(
+                select(func.count()).select_from(parked_events).where(mine)).scalar()
+        return applied, remaining
+
+    def _retry_one(self, projection: Projection, position: int) -> bool:
+        this = and_(parked_events.c.projection == projection.name,
+                    parked_events.c.position == position)
+        with self.app.datastore.transaction(commit=True) as session:
+            conn = session.connection()
+            begin_for_savepoints(conn)
+            # Hold the parked row, so two retries at once cannot both apply its event.
+            query = select(parked_events.c.position).where(this)
+            if self.is_postgres:
+                query = query.with_for_update()
+            if conn.execute(query).first() is None:
+                return False  # a concurrent retry got there first
+            row = conn.execute(self._event_rows().where(self.events.c.id == position)).one()
+            try:
+                self._apply_in_savepoint(conn, projection, row)
+            except Exception as error:
+                if not is_the_events_fault(error):
+                    raise
+                conn.execute(update(parked_events).where(this)
+                             .values(error=describe(error)))
+                log.warning("%s: the event at position %d is still parked: %s",
+                            projection.name, position, describe(error))
+                return False
+            conn.execute(parked_events.delete().where(this))
+            return True
 
     # -- background operation ------------------------------------------------------
 
@@ -146,6 +374,8 @@ class ProjectionRunner:
         self._spawn(self._loop, "fenxiao-projections")
         if self.is_postgres:
             self._spawn(self._listen, "fenxiao-listen")
+        if self.tick_interval_s:
+            self._spawn(self._tick_loop, "fenxiao-tick")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -173,12 +403,29 @@ class ProjectionRunner:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                held = self._locks.held(self.projections) if self._locks else self.projections
+                held = self._locks.held(self.names()) if self._locks else self.names()
                 self.catch_up(held)
             except Exception:  # keep serving; the next wake-up retries from the log
                 log.exception("projection batch failed; retrying")
                 self._stop.wait(1.0)
             self._wake.wait(self.poll_interval_s)
+
+    def _tick_loop(self) -> None:
+        """Run the time rules as of the clock's now every `tick_interval_s` (on
+        PostgreSQL only the worker holding the "tick" advisory lock does)."""
+        from commands.tick import tick  # imports the read models it reads
+
+        locks = AdvisoryLocks(self.app) if self.is_postgres else None
+        try:
+            while not self._stop.wait(self.tick_interval_s):
+                try:
+                    if locks is None or locks.held([TICK_LOCK]):
+                        self.ticks = [*self.ticks[-9:], tick(self.app, actor="worker")]
+                except Exception:  # keep ticking; the next tick finds what this one missed
+                    log.exception("tick failed; trying again at the next one")
+        finally:
+            if locks:
+                locks.close()
 
     def _listen(self) -> None:
         """Wake the loop on NOTIFY; reconnect whenever the connection drops."""
@@ -214,7 +461,7 @@ class AdvisoryLocks:
         self._conn: Any = None
         self._held: set[str] = set()
 
-    def held(self, projections: dict[str, Projection]) -> list[str]:
+    def held(self, projections: Iterable[str]) -> list[str]:
         try:
             if self._conn is None:
                 self._conn = self.app.engine.raw_connection()
@@ -242,8 +489,24 @@ class AdvisoryLocks:
         self._held.clear()
 
 
+TICK_LOCK = "time rules"  # a name no projection has
+
+
 def lock_key(name: str) -> int:
     return zlib.crc32(f"fenxiao-projection:{name}".encode()) - (1 << 31)
+
+
+TICK_INTERVAL_S = 60.0  # the worker runs the time rules this often
+
+
+def worker(app: CoreApp, tick_interval_s: float | None = TICK_INTERVAL_S,
+           **options: Any) -> ProjectionRunner:
+    """What `fenxiao worker` and `fenxiao serve` run: every projection, every process
+    manager, and the time rules every minute."""
+    from projections import all_projections
+
+    return ProjectionRunner(app, all_projections(), process_managers=all_process_managers(),
+                            tick_interval_s=tick_interval_s, **options)
 
 
 def wait_for_position(app: CoreApp, names: Sequence[str], min_position: int,

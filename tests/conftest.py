@@ -6,6 +6,7 @@ FENXIAO_SKIP_POSTGRES=1 says out loud that it should be left out.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
@@ -98,8 +99,9 @@ def db_url(database_url: str) -> str:
 
 @pytest.fixture
 def app(db_url: str) -> Iterator[Fenxiao]:
-    # No rate limit here (tests fire requests faster than any client); tested on its own.
-    application = Fenxiao(Settings(database_url=db_url, rate_limit=None))
+    # No rate limits here (tests fire requests faster than any client); tested on their own.
+    application = Fenxiao(Settings(database_url=db_url, rate_limit=None,
+                                   auth_failure_limit=None))
     yield application
     application.close()
 
@@ -120,3 +122,16 @@ def api(app: Fenxiao) -> Iterator["Api"]:
     flask = create_app(app.settings, application=app, start_worker=True)
     yield Api(flask.test_client(), app.engine)
     flask.extensions["fenxiao_runner"].stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen]]:
+    """Processes a test starts; stopped (and killed if need be) after it."""
+    running: list[subprocess.Popen] = []
+    yield running
+    for process in running:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -46,3 +46,18 @@ def test_benchmark_prints_json_lines_with_ratios() -> None:
     for name in ("raw_single_row_commit", "raw_batched_insert", "stock_commands",
                  "projection_catch_up", "projection_catch_up_peak_memory"):
         assert by_metric[name]["value"] > 0
+
+
+def test_orders_http_benchmark_places_orders_through_a_real_server() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.orders_http", "--orders", "20", "--clients", "1,3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    rows = {row["metric"]: row for row in map(json.loads, done.stdout.splitlines())}
+    for clients in (1, 3):
+        placed = rows[f"orders_http_{clients}_clients"]
+        assert placed["unit"] == "orders/s" and placed["value"] > 0
+        assert placed["ratio"] == round(placed["value"] / rows["raw_single_row_commit"]["value"],
+                                        3)
+        assert rows[f"orders_http_{clients}_clients_p99"]["value"] >= \
+            rows[f"orders_http_{clients}_clients_p50"]["value"] > 0

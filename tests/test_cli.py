@@ -25,8 +25,11 @@ def test_upgrade_demo_tokens_and_rebuild(sqlite_url: str) -> None:
     lonely = invoke(sqlite_url, "token", "create", "--role", "distributor")
     assert lonely.exit_code != 0 and "--distributor" in lonely.output
     bound = invoke(sqlite_url, "token", "create", "--role", "distributor",
-                   "--distributor", "D1")
+                   "--distributor", "DEMO-D2")
     assert bound.exit_code == 0
+    stranger = invoke(sqlite_url, "token", "create", "--role", "distributor",
+                      "--distributor", "NOBODY")
+    assert stranger.exit_code != 0 and "no distributor NOBODY" in stranger.output
     assert invoke(sqlite_url, "projections", "rebuild").exit_code == 0
     unknown = invoke(sqlite_url, "projections", "rebuild", "nope")
     assert unknown.exit_code != 0 and "inventory" in unknown.output

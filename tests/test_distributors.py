@@ -7,6 +7,7 @@ import pytest
 
 from commands import Fenxiao
 from domain.errors import DomainError, Duplicate, InvalidCommand, InvalidTransition
+from domain.ledger import BelowMinimum
 from projections import all_projections
 from projections.runner import ProjectionRunner
 
@@ -156,8 +157,8 @@ def test_commission_lifecycle_and_withdrawals(app: Fenxiao) -> None:
     with pytest.raises(DomainError) as refused:
         app.execute(lambda: app.request_withdrawal(b, 100))
     assert refused.value.code == "insufficient_balance"
-    with pytest.raises(InvalidCommand):
-        app.execute(lambda: app.request_withdrawal(b, 10))  # below the minimum
+    with pytest.raises(BelowMinimum):
+        app.execute(lambda: app.request_withdrawal(b, 10))
     paid = run(app, lambda: app.approve_withdrawal("W-1", "BANK-77"))
     assert paid["status"] == "paid"
     with pytest.raises(InvalidTransition):

@@ -129,7 +129,8 @@ def test_concurrent_runners_apply_each_event_exactly_once(app: Fenxiao) -> None:
 def test_concurrent_tracking_writes_on_postgres_one_wins(app: Fenxiao) -> None:
     """Two transactions move the same position from the same start: exactly one commits."""
     if app.engine.dialect.name != "postgresql":
-        return  # SQLite serialises writers; the forward-only rule is covered above
+        pytest.skip("PostgreSQL only: SQLite serialises writers (the forward-only rule "
+                    "is covered above)")
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
@@ -191,7 +192,8 @@ def test_listener_reconnects_after_its_connection_is_killed(app: Fenxiao) -> Non
     """On PostgreSQL the worker wakes on NOTIFY; kill its LISTEN connection and a write from
     another process-like writer must still wake it well before the slow poll would."""
     if app.engine.dialect.name != "postgresql":
-        return  # SQLite has no LISTEN; it polls (covered by the worker tests above)
+        pytest.skip("PostgreSQL only: SQLite has no LISTEN; it polls (covered by the "
+                    "worker tests above)")
     import time
 
     from sqlalchemy import text
@@ -222,7 +224,7 @@ def test_a_standby_worker_leaves_projections_to_the_lock_holder(app: Fenxiao) ->
     """On PostgreSQL each projection is held by one worker (advisory lock); another worker
     applies nothing while it stands by, and takes over when the holder goes away."""
     if app.engine.dialect.name != "postgresql":
-        return  # one process per SQLite file: there is nobody to stand by for
+        pytest.skip("PostgreSQL only: one process per SQLite file, nobody to stand by for")
     holder = ProjectionRunner(app, all_projections())
     standby = ProjectionRunner(app, all_projections())
     held = holder._locks.held(holder.projections)

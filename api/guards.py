@@ -1,0 +1,75 @@
+"""What every API request passes before a view runs, and what every response carries.
+
+- A path parameter with control characters names nothing: 404 (PostgreSQL would refuse
+  a NUL in the query; no id can contain one).
+- A POST body must be JSON (415 otherwise) and parse (400), however deeply it nests.
+- Responses are never cached or sniffed; Retry-After appears only where it means
+  something (429, 503).
+- Failed authentication is limited per client address (api/auth.py counts it).
+"""
+from __future__ import annotations
+
+import re
+
+from flask import Flask, Response, request
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from api.errors import ApiError
+from commands.settings import Settings
+from domain.errors import NotFound
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+API_PREFIX = "/api/v1/"
+
+
+def register(flask: Flask, settings: Settings) -> None:
+    flask.before_request(_check_request)
+    flask.after_request(_secure_headers)
+    if settings.auth_failure_limit:
+        flask.extensions["fenxiao_auth_failures"] = AuthFailures(settings.auth_failure_limit)
+
+
+def _check_request() -> None:
+    if not request.path.startswith(API_PREFIX):
+        return
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and _UNPRINTABLE.search(value):
+            raise NotFound(f"no such {name}", **{name: repr(value)})
+    if request.method == "POST" and request.get_data(cache=True):
+        if not request.is_json:
+            raise ApiError(415, "unsupported_media_type",
+                           "the body must be JSON (Content-Type: application/json)",
+                           content_type=request.content_type)
+        try:
+            request.get_json()
+        except RecursionError:
+            raise ApiError(400, "bad_request", "the JSON body is nested too deeply") from None
+
+
+def _secure_headers(response: Response) -> Response:
+    if request.path.startswith(API_PREFIX):
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
+class AuthFailures:
+    """A moving window of failed sign-ins per client address, in this process. Once an
+    address is over the limit, every request from it that needs a token is refused (429)
+    until the window moves on, so tokens cannot be guessed at speed."""
+
+    def __init__(self, limit: str) -> None:
+        self.item = parse(limit)
+        self.window = MovingWindowRateLimiter(MemoryStorage())
+
+    def check(self, address: str) -> None:
+        if not self.window.test(self.item, address):
+            raise ApiError(429, "rate_limited", "too many failed sign-ins from this address; "
+                           f"the limit is {self.item}", retry_after_s=self.item.get_expiry())
+
+    def failed(self, address: str) -> None:
+        self.window.hit(self.item, address)

@@ -1,0 +1,156 @@
+"""Process managers (policies): projections whose handlers issue commands.
+
+- `commission_policy`: on payment of an attributed order, accrue each line's commission
+  from the basis the order recorded at payment; on cancellation after payment, reverse all
+  of it (what is pending is reversed, what matured is clawed back); on a line refund,
+  reverse the refunded share.
+- `backorder_policy`: whenever stock of a SKU becomes available (received, adjusted up,
+  transferred in, restocked, released), fill that SKU's backorders first-come-first-served.
+
+Exactly-once: the runner (projections/runner.py) issues an event's commands, each in its
+own transaction, and only then advances the manager's tracking position. A crash in between
+delivers the event again, so every command is keyed by its cause and answers a repeat with
+"already done": an accrual by its line (LineCommission's natural id; lines already accrued
+are skipped), a reversal by the cause it names (`cancelled:{order}`, recorded in the
+LineCommission), a backorder fill by the state it fills from (nothing left to fill is a
+no-op). A command refused by a business rule parks its event (`fenxiao projections parked`)
+instead of being retried forever.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from eventsourcing.utils import get_topic
+
+from commands.app import CommandContext
+from domain.accruals import AccrualBasis, LineCommission
+from domain.orders import Order
+from domain.stock import StockItem
+
+Handler = Callable[[Any, Any, "Cause"], None]
+
+
+@dataclass(frozen=True)
+class Cause:
+    """The event a process manager is handling, as the cause of the commands it issues."""
+
+    manager: str
+    position: int
+    event: Any
+
+    def context(self) -> CommandContext:
+        meta = getattr(self.event, "meta", None) or {}
+        return CommandContext(actor=f"policy:{self.manager}",
+                              correlation_id=meta.get("correlation_id"),
+                              causation_id=f"event:{self.position}")
+
+    def issue(self, app: Any, command: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run one command (its own transaction), stamped with this cause."""
+        return app.execute(command, context=self.context()).body
+
+
+class ProcessManager:
+    name: ClassVar[str]
+    # event class -> handler(app, event, cause); subclasses fill it.
+    handlers: ClassVar[dict[type, Handler]]
+
+    @classmethod
+    def event_types(cls) -> tuple[type, ...]:
+        return tuple(cls.handlers)
+
+    @classmethod
+    def topics(cls) -> list[str]:
+        return sorted(get_topic(event_cls) for event_cls in cls.event_types())
+
+    def handle(self, app: Any, event: Any, position: int) -> None:
+        self.handlers[type(event)](app, event, Cause(self.name, position, event))
+
+
+# -- commissions -------------------------------------------------------------------------
+
+def cancellation_cause(order_id: str) -> str:
+    """An order is cancelled once: its commission reversal is keyed by the order."""
+    return f"cancelled:{order_id}"
+
+
+def refund_cause(order_id: str, line_no: int, refunded_total_minor: int) -> str:
+    return f"refund:{order_id}:{line_no}:{refunded_total_minor}"
+
+
+def _order_id(app: Any, e: Any) -> str:
+    return app.repository.get(e.originator_id).order_id
+
+
+def _paid(app: Any, e: Any, cause: Cause) -> None:
+    basis = recorded_basis(e)
+    if basis is not None:  # an order without a distributor earns nobody anything
+        cause.issue(app, lambda: _accrue(app, basis))
+
+
+def _accrue(app: Any, basis: AccrualBasis) -> dict[str, Any]:
+    # Cancelled since it was paid (this event was late, or parked and retried after the
+    # cancellation's reversal ran): accrue and reverse together, as the two events would.
+    order = app.find(Order.create_id(basis.order_id))
+    cancelled = order is not None and order.status == "cancelled"
+    return app.accrue_from_basis(
+        basis, reversed_by=cancellation_cause(basis.order_id) if cancelled else None)
+
+
+def _cancelled(app: Any, e: Any, cause: Cause) -> None:
+    if not e.line_refunds:
+        return  # never paid: nothing was accrued
+    order_id = _order_id(app, e)
+    line_nos = [r["line_no"] for r in e.line_refunds]
+    cause.issue(app, lambda: app.reverse_order_commission(
+        order_id, line_nos, cancellation_cause(order_id)))
+
+
+def _line_refunded(app: Any, e: Any, cause: Cause) -> None:
+    order_id = _order_id(app, e)
+    cause.issue(app, lambda: _reverse_refund(app, order_id, e.line_no,
+                                             e.refunded_total_minor))
+
+
+def _reverse_refund(app: Any, order_id: str, line_no: int, total: int) -> dict[str, Any]:
+    commission = app.find(LineCommission.create_id(order_id, line_no))
+    if commission is None or commission.refunded_minor >= total:
+        return {"position": None}  # no commission, or reversed that far already
+    return app.reverse_commission(order_id, line_no, total,
+                                  refund_cause(order_id, line_no, total))
+
+
+def recorded_basis(e: Any) -> AccrualBasis | None:
+    """The accrual basis OrderPaid carries (commands/orders.py `_commission_basis`);
+    None for an order nobody is credited with."""
+    recorded = getattr(e, "commission_basis", None)
+    return AccrualBasis.from_recorded(recorded) if recorded else None
+
+
+class CommissionPolicy(ProcessManager):
+    name = "commission_policy"
+    handlers = {
+        Order.OrderPaid: _paid,
+        Order.OrderCancelled: _cancelled,
+        Order.OrderLineRefunded: _line_refunded,
+    }
+
+
+# -- backorders --------------------------------------------------------------------------
+
+def _stock_arrived(app: Any, e: Any, cause: Cause) -> None:
+    if type(e) is StockItem.StockAdjusted and e.delta <= 0:
+        return
+    sku = app.repository.get(e.originator_id).sku
+    cause.issue(app, lambda: app.fill_backorders(sku))
+
+
+class BackorderPolicy(ProcessManager):
+    name = "backorder_policy"
+    handlers = {event_cls: _stock_arrived for event_cls in (
+        StockItem.StockReceived, StockItem.StockAdjusted, StockItem.StockTransferredIn,
+        StockItem.StockRestocked, StockItem.StockReleased)}
+
+
+def all_process_managers() -> list[ProcessManager]:
+    return [CommissionPolicy(), BackorderPolicy()]

@@ -83,3 +83,49 @@ def test_a_coupon_limited_to_five_is_redeemed_five_times_under_twenty_orders(
     reserved = sum(app.repository.get(StockItem.create_id("TEA", w)).reserved
                    for w in ("W1", "W2"))
     assert reserved == 5  # the refused orders reserved nothing
+
+
+def test_the_same_races_through_a_real_server_process(db_url: str, processes) -> None:
+    """50 clients against `fenxiao serve` (8 threads): 20 units, each reserved once; a
+    coupon limited to 5 is redeemed 5 times."""
+    import os
+
+    from tests.test_server import call, cli, free_port, start, wait_until_up
+
+    env = {**os.environ, "FENXIAO_DATABASE_URL": db_url, "FENXIAO_RATE_LIMIT": "off"}
+    token = cli(env, "token", "create", "--role", "admin", "--name", "race")
+    port = free_port()
+    processes.append(start(env, "serve", "--port", str(port), "--no-worker"))
+    base = f"http://127.0.0.1:{port}/api/v1"
+    wait_until_up(base, processes[0])
+    for warehouse_id, region in (("W1", "east"), ("W2", "south")):
+        call(base, "POST", "/warehouses", token, {"warehouse_id": warehouse_id,
+                                                  "name": warehouse_id, "region": region})
+    call(base, "POST", "/products", token, {"sku": "TEA", "name": "Tea",
+                                            "price": {"amount": 1000, "currency": "CNY"}})
+    for warehouse_id, quantity in (("W1", 12), ("W2", 8)):
+        call(base, "POST", "/stock/receipts", token, {"sku": "TEA", "quantity": quantity,
+                                                      "warehouse_id": warehouse_id,
+                                                      "reference": "PO"})
+    call(base, "POST", "/coupons", token, {"code": "FIVE", "total_limit": 5,
+                                           "amount_off": {"amount": 100, "currency": "CNY"}})
+    bodies = [order(n, coupon_code="FIVE") if n < 20 else order(n) for n in range(50)]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        replies = list(pool.map(lambda body: call(base, "POST", "/orders", token, body),
+                                bodies))
+    placed = [body for status, body, _ in replies if status == 201]
+    codes = sorted(body["error"]["code"] for status, body, _ in replies if status != 201)
+    assert len(placed) == 20 and set(codes) <= {"insufficient_stock", "coupon_exhausted"}
+    with_coupon = sum(body["discount"] > 0 for body in placed)
+    from commands import Fenxiao
+    from commands.settings import Settings
+
+    app = Fenxiao(Settings(database_url=db_url))
+    try:
+        items = [app.repository.get(StockItem.create_id("TEA", w)) for w in ("W1", "W2")]
+        assert sum(item.reserved for item in items) == 20
+        assert app.repository.get(Coupon.create_id("FIVE")).redeemed == with_coupon <= 5
+        assert {ref for item in items for ref in item.reservations} == \
+            {body["order_id"] for body in placed}
+    finally:
+        app.close()

@@ -7,7 +7,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from api import (catalog, distributors, errors, fulfilment, guards, notifications, ops, orders,
+from api import (aftersales, catalog, distributors, errors, fulfilment, guards, notifications, ops, orders,
                  promotions, purchasing, stock)
 from api.openapi import FenxiaoApi
 from commands import Fenxiao
@@ -16,7 +16,7 @@ from projections import all_projections
 from projections.runner import ProjectionRunner
 
 BLUEPRINTS = (catalog.blp, stock.blp, distributors.blp, orders.blp, fulfilment.blp,
-              promotions.blp, purchasing.blp, notifications.blp, ops.blp)
+              promotions.blp, purchasing.blp, notifications.blp, ops.blp, aftersales.blp)
 
 
 def create_app(settings: Settings | None = None, *, application: Fenxiao | None = None,

@@ -1,5 +1,6 @@
 """Application services: load aggregates, decide, save (one atomic save per command)."""
 
+from commands.aftersales import AfterSalesService
 from commands.catalog import StockService
 from commands.fulfilment import FulfilmentService
 from commands.ledger import LedgerService
@@ -10,7 +11,7 @@ from domain.ledger import Wallet
 from domain.stock import StockItem
 
 
-class Fenxiao(OrderService, FulfilmentService, PurchasingService, PromotionService,
+class Fenxiao(AfterSalesService, OrderService, FulfilmentService, PurchasingService, PromotionService,
               StockService, LedgerService):
     """The application: every service mixed into one event-sourced application."""
 

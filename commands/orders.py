@@ -180,8 +180,10 @@ class OrderService(StockService, LedgerService):
         order = self.order(order_id)
         at = self.clock()
         held, waiting = order.allocated_stock(), order.backorders()
+        open_shipments = [sid for sid, s in sorted(order.shipments.items())
+                          if s["status"] != "cancelled"]  # replaced ones are cancelled
         order.cancel(reason, at)
-        shipments = [self._shipment(shipment_id) for shipment_id in sorted(order.shipments)]
+        shipments = [self._shipment(shipment_id) for shipment_id in open_shipments]
         for shipment in shipments:
             shipment.cancel(reason, at)
         postings = Postings(self, at)
@@ -346,7 +348,7 @@ def line_view(line: Mapping[str, Any]) -> dict[str, Any]:
             "allocations": [{"warehouse_id": a["warehouse_id"], "quantity": a["quantity"]}
                             for a in line["allocations"]],
             "backordered": line["backordered"], "paid": line["paid_minor"],
-            "refunded": line["refunded_minor"]}
+            "refunded": line["refunded_minor"] + line.get("compensated_minor", 0)}
 
 
 def order_view(order: Order) -> dict[str, Any]:

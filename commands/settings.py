@@ -35,6 +35,7 @@ class Settings:
     promised_days: int = 3  # the delivery time dispatch promises when choosing a carrier
     shipping_fee_minor: int = 0  # charged per consumer order ...
     free_shipping_min_minor: int | None = None  # ... unless its goods reach this amount
+    compensation_reverses_commission: bool = False  # after-sales compensation as a refund
     rate_limit: str | None = "100 per second"  # per token (or address); None: no limit
     auth_failure_limit: str | None = "20 per minute"  # failed sign-ins per client address
 
@@ -65,5 +66,7 @@ class Settings:
             values["auth_failure_limit"] = None if limit in ("", "0", "off") else limit
         values["self_purchase_commission"] = (
             os.environ.get("FENXIAO_SELF_PURCHASE_COMMISSION", "0") == "1")
+        values["compensation_reverses_commission"] = (
+            os.environ.get("FENXIAO_COMPENSATION_REVERSES_COMMISSION", "0") == "1")
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -15,6 +15,11 @@ InvalidTransition and records nothing:
     record_delivery   fulfilling | shipped                 -> same | delivered
     complete          delivered, return window over        -> completed
     refund            any status once paid, except cancelled -> unchanged
+    compensate        any status once paid, except cancelled -> unchanged
+    open_case         any status once paid, except cancelled -> unchanged (after-sales)
+    release_case      (a rejected case)                    -> unchanged
+    release_for_case  no shipment dispatched, not cancelled -> unchanged (a refund only
+                      before dispatch: its reservation released, its shipments replaced)
 
 `backordered` means some line waits for stock, paid or not (`is_paid` tells). `shipped`
 means every shipment has been dispatched, `delivered` that every one was delivered.
@@ -33,6 +38,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.accruals import RefundExceedsPaid
+from domain.aftersales import AFTER_WINDOW, TAKES_GOODS, ExceedsDelivered, ReturnWindowClosed
 from domain.allocation import LinePlan, require_covered
 from domain.checks import ensure
 from domain.commissions import PaidLine
@@ -112,7 +118,8 @@ class Order(Aggregate):
         self.customer_id = customer["customer_id"]
         self.shipping_address = dict(shipping_address)
         self.lines = [dict(line, allocations=[dict(a) for a in line["allocations"]],
-                           paid_minor=0, refunded_minor=0) for line in lines]
+                           paid_minor=0, refunded_minor=0, compensated_minor=0)
+                      for line in lines]
         self.subtotal_minor = subtotal_minor
         self.discount_minor = discount_minor
         self.shipping_fee_minor = shipping_fee_minor
@@ -134,6 +141,8 @@ class Order(Aggregate):
         self.cancelled_at: datetime | None = None
         self.cancel_reason: str | None = None
         self.refund_due_minor = 0
+        # after-sales case id -> {"type", "lines": {sku: quantity}}, released on rejection
+        self.cases: dict[str, dict[str, Any]] = {}
 
     # -- queries ------------------------------------------------------------------
 
@@ -147,8 +156,9 @@ class Order(Aggregate):
 
     @property
     def refunded_minor(self) -> int:
-        return sum(line["refunded_minor"] for line in self.lines) + \
-            self.shipping_refunded_minor
+        """Paid back in all: refunds, compensations and refunded shipping."""
+        return sum(line["refunded_minor"] + line.get("compensated_minor", 0)
+                   for line in self.lines) + self.shipping_refunded_minor
 
     def line(self, line_no: int) -> dict[str, Any]:
         """A copy of line `line_no` (1-based); InvalidCommand if there is none."""
@@ -275,13 +285,14 @@ class Order(Aggregate):
         the coupon and any created shipments; `refund_due_minor` is what was paid and not
         yet refunded (0 if unpaid), now refunded in full, line by line."""
         self._require(CANCELLABLE, "cancelled")
-        if any(s["status"] != "created" for s in self.shipments.values()):
+        if any(s["status"] not in ("created", "cancelled")
+               for s in self.shipments.values()):
             raise InvalidTransition(f"order {self.order_id} has a dispatched shipment; "
                                     "open an after-sales case instead", status=self.status)
         if not reason.strip():
             raise InvalidCommand("a reason is required", field="reason")
-        refunds = [{"line_no": x["line_no"], "amount_minor": x["paid_minor"] - x["refunded_minor"]}
-                   for x in self.lines if x["paid_minor"] > x["refunded_minor"]]
+        refunds = [{"line_no": x["line_no"], "amount_minor": _refundable(x)}
+                   for x in self.lines if _refundable(x) > 0]
         shipping = self.shipping_paid_minor - self.shipping_refunded_minor
         self._cancelled(reason=reason, line_refunds=refunds, shipping_refund_minor=shipping,
                         refund_due_minor=sum(r["amount_minor"] for r in refunds) + shipping,
@@ -363,7 +374,7 @@ class Order(Aggregate):
         self._require(("fulfilling", "shipped"), "delivered")
         self._require_shipment(shipment_id, "dispatched")
         others = [s for sid, s in self.shipments.items() if sid != shipment_id]
-        done = all(s["status"] == "delivered" for s in others)
+        done = all(s["status"] in ("delivered", "cancelled") for s in others)
         self._shipment_delivered(shipment_id=shipment_id,
                                  status="delivered" if done else self.status, at=at)
 
@@ -410,7 +421,7 @@ class Order(Aggregate):
         if not reference.strip():
             raise InvalidCommand("a refund reference is required", field="refund_reference")
         total = line["refunded_minor"] + amount_minor
-        if total > line["paid_minor"]:
+        if amount_minor > _refundable(line):
             raise RefundExceedsPaid(
                 f"line {line_no} of {self.order_id} was paid {line['paid_minor']} and has "
                 f"been refunded {line['refunded_minor']}; {amount_minor} more is too much",
@@ -424,6 +435,169 @@ class Order(Aggregate):
     def _line_refunded(self, line_no: int, sku: str, amount_minor: int,
                        refunded_total_minor: int, reference: str, at: datetime) -> None:
         self.lines[line_no - 1]["refunded_minor"] = refunded_total_minor
+
+    # -- after-sales ----------------------------------------------------------------
+
+    def line_of(self, sku: str) -> dict[str, Any]:
+        """A copy of the line selling `sku` (one per sku); ExceedsDelivered if none."""
+        for line in self.lines:
+            if line["sku"] == sku:
+                return copy.deepcopy(line)
+        raise ExceedsDelivered(f"order {self.order_id} has no line of {sku}", sku=sku,
+                               eligible=0)
+
+    def case_quantities(self, sku: str) -> int:
+        """How many of `sku` earlier cases have taken back (rejected ones released)."""
+        return sum(c["lines"].get(sku, 0) for c in self.cases.values()
+                   if c["type"] in TAKES_GOODS)
+
+    def eligible_quantity(self, sku: str, case_type: str) -> int:
+        """What a new case of `case_type` may name of `sku`: what was delivered (or,
+        before any dispatch, for a refund only or a compensation, what was ordered), net
+        of what earlier cases took back."""
+        line = self.line_of(sku)
+        dispatched = any(s["status"] in ("dispatched", "delivered")
+                         for s in self.shipments.values())
+        if case_type == "compensation" or (case_type == "refund_only" and not dispatched):
+            base = line["quantity"]
+        else:
+            base = sum(x["quantity"] for s in self.shipments.values()
+                       if s["status"] == "delivered" for x in s["lines"] if x["sku"] == sku)
+        taken = self.case_quantities(sku) if case_type in TAKES_GOODS else 0
+        return max(base - taken, 0)
+
+    def open_case(self, case_id: str, case_type: str, lines: Sequence[tuple[str, int]],
+                  now: datetime, return_window_s: int) -> None:
+        """An after-sales case names goods of this order: paid, not cancelled, inside
+        the return window (except repair and compensation), never more of a SKU than
+        `eligible_quantity`. Recorded here so the order guards every case at once."""
+        if not self.is_paid or self.status == "cancelled":
+            raise InvalidTransition(f"order {self.order_id} is {self.status}; it has no "
+                                    "paid goods for after-sales", status=self.status)
+        check_one_line_per_sku([sku for sku, _ in lines])
+        due = self.completes_at(return_window_s)
+        if case_type not in AFTER_WINDOW and due is not None and now >= due:
+            raise ReturnWindowClosed(f"order {self.order_id}'s return window closed at "
+                                     f"{due.isoformat()}", closed_at=due.isoformat())
+        for sku, quantity in lines:
+            eligible = self.eligible_quantity(sku, case_type)
+            if quantity > eligible:
+                raise ExceedsDelivered(f"order {self.order_id} can take back {eligible} of "
+                                       f"{sku}, not {quantity}", sku=sku, eligible=eligible,
+                                       requested=quantity)
+        self._case_opened(case_id=case_id, case_type=case_type,
+                          lines=[{"sku": s, "quantity": q} for s, q in lines], at=now)
+
+    @event("AfterSalesCaseOpened")
+    def _case_opened(self, case_id: str, case_type: str, lines: list[dict[str, Any]],
+                     at: datetime) -> None:
+        self.cases[case_id] = {"type": case_type,
+                               "lines": {x["sku"]: x["quantity"] for x in lines}}
+
+    def is_dispatched(self) -> bool:
+        return any(s["status"] in ("dispatched", "delivered") for s in self.shipments.values())
+
+    def release_for_case(self, case_id: str, lines: Sequence[tuple[str, int]],
+                         at: datetime) -> tuple[list[tuple[str, str, int]], list[str],
+                                                list[ShipmentPlan]]:
+        """A refund only before dispatch: the case's goods are not sent. Their
+        reservation is released (latest allocations first) and every shipment whose
+        warehouse lost goods is cancelled and, if goods remain there, replaced by a new
+        one. Returns (released (sku, warehouse, quantity), cancelled shipment ids, new
+        shipment plans) for the caller to apply to the stock and shipments in the same
+        save."""
+        ensure(case_id in self.cases, f"order {self.order_id} has no case {case_id}")
+        if self.is_dispatched() or self.status == "cancelled":
+            raise InvalidTransition(f"order {self.order_id} is {self.status}; its goods "
+                                    "can no longer be held back", status=self.status)
+        released: list[tuple[str, str, int]] = []
+        for sku, quantity in lines:
+            line = self.line_of(sku)
+            held = sum(a["quantity"] for a in line["allocations"])
+            if quantity > held:
+                raise InvalidTransition(f"line {line['line_no']} of {self.order_id} holds "
+                                        f"{held} of {sku}, not {quantity}; backordered "
+                                        "goods cannot be refunded before they are "
+                                        "allocated", held=held, requested=quantity)
+            for a in reversed(line["allocations"]):
+                take = min(quantity, a["quantity"])
+                if take:
+                    released.append((sku, a["warehouse_id"], take))
+                    quantity -= take
+        touched = {w for _, w, _ in released}
+        cancelled = sorted(sid for sid, s in self.shipments.items()
+                           if s["status"] == "created" and s["warehouse_id"] in touched)
+        left = _without(self.allocated_stock(), released)
+        plans = [plan for plan in plan_shipments(f"{self.order_id}:{case_id}", left)
+                 if plan.warehouse_id in touched] if cancelled else []
+        self._case_stock_released(case_id=case_id, released=_stock_dicts(released),
+                                  cancelled_shipment_ids=cancelled,
+                                  shipments=[p.as_dict() for p in plans], at=at)
+        return released, cancelled, plans
+
+    @event("AfterSalesStockReleased")
+    def _case_stock_released(self, case_id: str, released: list[dict[str, Any]],
+                             cancelled_shipment_ids: list[str],
+                             shipments: list[dict[str, Any]], at: datetime) -> None:
+        for r in released:
+            line = next(x for x in self.lines if x["sku"] == r["sku"])
+            a = next(a for a in reversed(line["allocations"])
+                     if a["warehouse_id"] == r["warehouse_id"] and a["quantity"])
+            a["quantity"] -= r["quantity"]
+            line["allocations"] = [x for x in line["allocations"] if x["quantity"]]
+        for sid in cancelled_shipment_ids:
+            self.shipments[sid]["status"] = "cancelled"
+        for s in shipments:
+            self.shipments[s["shipment_id"]] = {
+                "warehouse_id": s["warehouse_id"], "status": "created",
+                "lines": [dict(x) for x in s["lines"]]}
+
+    def release_case(self, case_id: str, at: datetime) -> None:
+        """A rejected case gives its quantities back."""
+        ensure(case_id in self.cases, f"order {self.order_id} has no case {case_id}")
+        self._case_released(case_id=case_id, at=at)
+
+    @event("AfterSalesCaseReleased")
+    def _case_released(self, case_id: str, at: datetime) -> None:
+        self.cases.pop(case_id, None)
+
+    def compensate(self, line_no: int, amount_minor: int, reference: str,
+                   at: datetime) -> None:
+        """Pay a customer back part of a line without a refund of goods: what the
+        commission reversal does not follow (unless the caller refunds instead). Never
+        beyond what is left of the line's payment (RefundExceedsPaid)."""
+        if not self.is_paid or self.status == "cancelled":
+            raise InvalidTransition(f"order {self.order_id} is {self.status}; there is no "
+                                    "payment left to compensate", status=self.status)
+        line = self._line(line_no)
+        if amount_minor <= 0:
+            raise InvalidCommand("a compensation must be positive", field="amount")
+        if amount_minor > _refundable(line):
+            raise RefundExceedsPaid(
+                f"line {line_no} of {self.order_id} has {_refundable(line)} left to pay "
+                f"back, not {amount_minor}", line_no=line_no, paid=line["paid_minor"],
+                refunded=line["refunded_minor"] + line["compensated_minor"],
+                requested=amount_minor)
+        self._line_compensated(line_no=line_no, sku=line["sku"], amount_minor=amount_minor,
+                               reference=reference, at=at)
+
+    @event("OrderLineCompensated")
+    def _line_compensated(self, line_no: int, sku: str, amount_minor: int, reference: str,
+                          at: datetime) -> None:
+        self.lines[line_no - 1]["compensated_minor"] += amount_minor
+
+
+def _without(held: list[tuple[str, str, int]], taken: list[tuple[str, str, int]]
+             ) -> list[tuple[str, str, int]]:
+    left = {(sku, w): q for sku, w, q in held}
+    for sku, w, q in taken:
+        left[(sku, w)] -= q
+    return [(sku, w, q) for (sku, w), q in sorted(left.items()) if q > 0]
+
+
+def _refundable(line: Mapping[str, Any]) -> int:
+    """What is left of a line's payment to pay back (refunds and compensations)."""
+    return line["paid_minor"] - line["refunded_minor"] - line.get("compensated_minor", 0)
 
 
 def _check_money(priced: PricedOrder) -> None:

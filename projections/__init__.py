@@ -1,6 +1,7 @@
 """Read models, one module each, and the runner that keeps them current."""
 from __future__ import annotations
 
+from projections.aftersales import AfterSalesProjection
 from projections.base import Projection
 from projections.catalog import CatalogProjection
 from projections.commissions import CommissionsProjection
@@ -18,4 +19,4 @@ def all_projections() -> list[Projection]:
     return [CatalogProjection(), InventoryProjection(), DistributorsProjection(),
             CommissionsProjection(), LedgerProjection(), OrdersProjection(), ShipmentsProjection(),
             PromotionsProjection(), PurchaseOrdersProjection(),
-            NotificationsProjection()]
+            NotificationsProjection(), AfterSalesProjection()]

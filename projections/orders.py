@@ -179,10 +179,37 @@ def _completed(conn: Connection, e: Any) -> None:
 
 
 def _line_refunded(conn: Connection, e: Any) -> None:
+    """A refund or a compensation: the line's `refunded` counts both."""
     conn.execute(update(order_lines).where(_line(e, e.line_no))
-                 .values(refunded_minor=e.refunded_total_minor))
+                 .values(refunded_minor=order_lines.c.refunded_minor + e.amount_minor))
     conn.execute(update(orders).where(_this(e)).values(
         refunded_minor=orders.c.refunded_minor + e.amount_minor))
+
+
+def _case_stock_released(conn: Connection, e: Any) -> None:
+    """A refund only before dispatch: allocations shrink (latest first), the shipments
+    that carried the goods are cancelled and replaced."""
+    uuid = str(e.originator_id)
+    by_sku = {r.sku: (r.line_no, list(r.allocations)) for r in conn.execute(
+        select(order_lines.c.sku, order_lines.c.line_no, order_lines.c.allocations)
+        .where(order_lines.c.order_uuid == uuid))}
+    for r in e.released:
+        line_no, held = by_sku[r["sku"]]
+        at = max(i for i, a in enumerate(held)
+                 if a["warehouse_id"] == r["warehouse_id"] and a["quantity"])
+        held[at] = {**held[at], "quantity": held[at]["quantity"] - r["quantity"]}
+        by_sku[r["sku"]] = (line_no, [a for a in held if a["quantity"]])
+    for line_no, held in by_sku.values():
+        conn.execute(update(order_lines).where(_line(e, line_no)).values(allocations=held))
+    if e.cancelled_shipment_ids:
+        conn.execute(update(order_shipments)
+                     .where(order_shipments.c.shipment_id.in_(e.cancelled_shipment_ids))
+                     .values(status="cancelled"))
+    if e.shipments:
+        order_id = conn.execute(select(orders.c.order_id).where(_this(e))).scalar_one()
+        conn.execute(order_shipments.insert(), [
+            {"shipment_id": s["shipment_id"], "order_uuid": uuid, "order_id": order_id,
+             "warehouse_id": s["warehouse_id"], "status": "created"} for s in e.shipments])
 
 
 class OrdersProjection(Projection):
@@ -199,6 +226,8 @@ class OrdersProjection(Projection):
         Order.OrderShipmentDelivered: _shipment_moved("delivered"),
         Order.OrderCompleted: _completed,
         Order.OrderLineRefunded: _line_refunded,
+        Order.OrderLineCompensated: _line_refunded,
+        Order.AfterSalesStockReleased: _case_stock_released,
     }
 
 

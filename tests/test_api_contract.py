@@ -47,7 +47,7 @@ def test_roles_are_enforced_on_every_command(api: Api) -> None:
 
 # The endpoints of ../shared/API.md this codebase implements so far (catalog and stock,
 # distributors and commissions, orders, fulfilment, purchasing, promotions, notifications,
-# operations), as method and path.
+# after-sales, operations), as method and path.
 API_MD = """
 POST /warehouses; POST /products; POST /products/{sku}/price; POST /products/{sku}/delist;
 POST /products/{sku}/list; GET /products; GET /products/{sku}; POST /stock/receipts;
@@ -67,6 +67,9 @@ POST /purchase-orders; POST /purchase-orders/{purchase_order_id}/approve;
 POST /purchase-orders/{purchase_order_id}/receive; GET /purchase-orders/{purchase_order_id};
 GET /purchase-orders; GET /notifications; POST /coupons; POST /promotions/threshold;
 GET /coupons; GET /coupons/{code}; GET /promotions;
+POST /after-sales; POST /after-sales/{case_id}/approve; POST /after-sales/{case_id}/reject;
+POST /after-sales/{case_id}/receive; POST /after-sales/{case_id}/refund;
+POST /after-sales/{case_id}/close; GET /after-sales/{case_id}; GET /after-sales;
 GET /health; POST /admin/tick
 """
 

@@ -40,7 +40,12 @@ def objects_of(api: Api, distributor_id: str) -> dict[str, str]:
         "purchase_order_id": f"PO-{distributor_id}", "distributor_id": distributor_id,
         "lines": [{"sku": "BULK", "quantity": 1}]})
     assert purchase.status_code == 201, purchase.get_json()
+    case = api.post("/after-sales", {
+        "case_id": f"AS-{distributor_id}", "order_id": f"O-{distributor_id}",
+        "type": "refund_only", "lines": [{"sku": "TEA", "quantity": 1}], "reason": "late"})
+    assert case.status_code == 201, case.get_json()
     return {"distributor_id": distributor_id, "withdrawal_id": f"W-{distributor_id}",
+            "case_id": f"AS-{distributor_id}",
             "order_id": f"O-{distributor_id}", "purchase_order_id": f"PO-{distributor_id}",
             "shipment_id": paid.get_json()["shipments"][0]["shipment_id"]}
 

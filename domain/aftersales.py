@@ -1,0 +1,174 @@
+"""After-sales cases: refund only, return and refund, exchange, repair, compensation.
+
+Status transitions (command: from -> to); any other raises InvalidTransition and records
+nothing:
+
+    request     (new)                                        -> requested
+    approve     requested                                    -> approved
+    reject      requested                                    -> rejected
+    receive     approved (return_refund, exchange, repair)   -> received
+    refund      approved (refund_only) | received (return_refund)  -> refunded
+                approved (compensation)                      -> compensated
+    close       refunded | compensated | rejected | received (exchange, repair) -> closed
+
+The rules that need the order (quantities delivered and already taken by earlier cases,
+the return window, what was paid per line) live on the Order (domain/orders.py
+`open_case`, `refund`), which the service saves with the case: the order is the guard
+across cases and concurrent requests. An exchange in this slice ends received -> closed:
+its replacement shipment is not built yet.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import DomainError, InvalidCommand, InvalidTransition
+from domain.ids import natural_id
+
+TYPES = ("refund_only", "return_refund", "exchange", "repair", "compensation")
+STATUSES = ("requested", "approved", "rejected", "received", "refunded", "exchanged",
+            "repaired", "compensated", "closed")
+RETURNS = ("return_refund", "exchange", "repair")  # goods come back to a warehouse
+# Types whose quantities are taken from the order for good (counted against later cases).
+TAKES_GOODS = ("refund_only", "return_refund", "exchange")
+# Types a request may make after the return window has closed.
+AFTER_WINDOW = ("repair", "compensation")
+CLOSABLE = ("refunded", "compensated", "rejected")
+
+
+class ReturnWindowClosed(DomainError):
+    code = "return_window_closed"
+
+
+class ExceedsDelivered(DomainError):
+    """A case names more of a SKU than the order can still take back."""
+
+    code = "exceeds_delivered"
+
+
+class Case(Aggregate):
+    @staticmethod
+    def create_id(case_id: str) -> UUID:
+        return natural_id("aftersales_case", case_id)
+
+    @classmethod
+    def request(cls, case_id: str, order_id: str, distributor_id: str | None, type: str,
+                lines: Sequence[tuple[str, int]], reason: str, amount_minor: int | None,
+                currency: str, actor: str, at: datetime) -> "Case":
+        """A new case. The order has already checked the lines against what it can give
+        back (Order.open_case); here only what the case alone can judge."""
+        if type not in TYPES:
+            raise InvalidCommand(f"{type!r} is not a case type", field="type")
+        if not lines or any(q <= 0 for _, q in lines):
+            raise InvalidCommand("a case needs lines with positive quantities", field="lines")
+        if not reason.strip():
+            raise InvalidCommand("a reason is required", field="reason")
+        if type == "compensation" and not amount_minor:
+            raise InvalidCommand("a compensation needs a positive amount", field="amount")
+        if type != "compensation" and amount_minor is not None:
+            raise InvalidCommand("only a compensation names an amount", field="amount")
+        return cls(case_id=case_id, order_id=order_id, distributor_id=distributor_id,
+                   case_type=type, lines=[{"sku": s, "quantity": q} for s, q in lines],
+                   reason=reason, amount_minor=amount_minor, currency=currency,
+                   actor=actor, at=at)
+
+    @event("CaseRequested")
+    def __init__(self, case_id: str, order_id: str, distributor_id: str | None,
+                 case_type: str, lines: list[dict[str, Any]], reason: str,
+                 amount_minor: int | None, currency: str, actor: str, at: datetime) -> None:
+        self.case_id = case_id
+        self.order_id = order_id
+        self.distributor_id = distributor_id
+        self.type = case_type
+        self.lines = [dict(x) for x in lines]
+        self.reason = reason
+        self.amount_minor = amount_minor
+        self.currency = currency
+        self.status = "requested"
+        self.refunded_minor = 0
+        self.history = [{"status": "requested", "at": at, "actor": actor}]
+
+    def _require(self, statuses: Sequence[str], doing: str,
+                 types: Sequence[str] = TYPES) -> None:
+        if self.status not in statuses or self.type not in types:
+            raise InvalidTransition(f"case {self.case_id} ({self.type}) is {self.status}; "
+                                    f"it cannot be {doing}", status=self.status,
+                                    type=self.type)
+
+    def _move(self, status: str, actor: str, at: datetime) -> None:
+        self.status = status
+        self.history.append({"status": status, "at": at, "actor": actor})
+
+    def approve(self, actor: str, at: datetime, reason: str | None = None) -> None:
+        self._require(("requested",), "approved")
+        self._approved(reason=reason, actor=actor, at=at)
+
+    @event("CaseApproved")
+    def _approved(self, reason: str | None, actor: str, at: datetime) -> None:
+        self._move("approved", actor, at)
+
+    def reject(self, actor: str, at: datetime, reason: str | None = None) -> None:
+        self._require(("requested",), "rejected")
+        self._rejected(reason=reason, actor=actor, at=at)
+
+    @event("CaseRejected")
+    def _rejected(self, reason: str | None, actor: str, at: datetime) -> None:
+        self._move("rejected", actor, at)
+
+    def receive(self, warehouse_id: str, restock: bool, actor: str, at: datetime) -> None:
+        """The goods came back and were inspected: restocked into `warehouse_id`, or
+        scrapped there (recorded either way)."""
+        self._require(("approved",), "received", RETURNS)
+        self._received(warehouse_id=warehouse_id, restock=restock, actor=actor, at=at)
+
+    @event("CaseGoodsReceived")
+    def _received(self, warehouse_id: str, restock: bool, actor: str, at: datetime) -> None:
+        self._move("received", actor, at)
+
+    def refund_splits(self, amount_minor: int, caps: Sequence[int]) -> list[int]:
+        """`amount_minor` spread over the case's lines in proportion to `caps` (what each
+        line's quantity was paid, per line, in case order), largest remainder last."""
+        total = sum(caps)
+        if total <= 0:
+            return [0 for _ in caps]
+        shares = [amount_minor * c // total for c in caps]
+        rests = sorted(range(len(caps)), key=lambda i: (-(amount_minor * caps[i] % total), i))
+        for i in rests[:amount_minor - sum(shares)]:
+            shares[i] += 1
+        return shares
+
+    def refund(self, amount_minor: int, reference: str, line_refunds: list[dict[str, Any]],
+               actor: str, at: datetime) -> None:
+        """Record the refund (the order recorded each line's share in the same save)."""
+        if self.type == "compensation":
+            self._require(("approved",), "compensated")
+        elif self.type == "refund_only":
+            self._require(("approved",), "refunded")
+        else:
+            self._require(("received",), "refunded", ("return_refund",))
+        if amount_minor <= 0:
+            raise InvalidCommand("a refund must be positive", field="amount")
+        if not reference.strip():
+            raise InvalidCommand("a refund reference is required", field="refund_reference")
+        self._refunded(amount_minor=amount_minor, reference=reference.strip(),
+                       line_refunds=[dict(x) for x in line_refunds],
+                       status="compensated" if self.type == "compensation" else "refunded",
+                       actor=actor, at=at)
+
+    @event("CaseRefunded")
+    def _refunded(self, amount_minor: int, reference: str, line_refunds: list[dict[str, Any]],
+                  status: str, actor: str, at: datetime) -> None:
+        self.refunded_minor += amount_minor
+        self._move(status, actor, at)
+
+    def close(self, actor: str, at: datetime) -> None:
+        if not (self.status == "received" and self.type in ("exchange", "repair")):
+            self._require(CLOSABLE, "closed")
+        self._closed(actor=actor, at=at)
+
+    @event("CaseClosed")
+    def _closed(self, actor: str, at: datetime) -> None:
+        self._move("closed", actor, at)

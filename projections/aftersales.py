@@ -1,0 +1,113 @@
+"""Read model: after-sales cases as `GET /after-sales` shows them (the operators' queue),
+with their history (status, time, actor) and what was refunded."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, Column, DateTime, Index, String, Table, Text, select, tuple_,
+                        update)
+from sqlalchemy.engine import Connection
+
+from commands.orders import iso
+from commands.storage import BIGINT, metadata
+from domain.aftersales import Case
+from projections.base import Projection
+
+cases = Table(
+    "rm_aftersales_cases", metadata,
+    Column("case_id", String(64), primary_key=True),
+    Column("case_uuid", String(36), nullable=False, unique=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("distributor_id", String(64), nullable=True),
+    Column("type", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("amount_minor", BIGINT, nullable=True),
+    Column("refunded_minor", BIGINT, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("lines", JSON, nullable=False),  # [{sku, quantity}]
+    Column("history", JSON, nullable=False),  # [{status, at (ISO, UTC), actor}]
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Index("ix_rm_aftersales_cases_status_requested_at", "status", "requested_at"),
+    Index("ix_rm_aftersales_cases_requested_at_case_id", "requested_at", "case_id"),
+)
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else \
+        at.astimezone(timezone.utc)
+
+
+def _this(e: Any) -> Any:
+    return cases.c.case_uuid == str(e.originator_id)
+
+
+def _requested(conn: Connection, e: Any) -> None:
+    conn.execute(cases.insert().values(
+        case_id=e.case_id, case_uuid=str(e.originator_id), order_id=e.order_id,
+        distributor_id=e.distributor_id, type=e.case_type, status="requested",
+        reason=e.reason, amount_minor=e.amount_minor, refunded_minor=0,
+        currency=e.currency, lines=[dict(x) for x in e.lines],
+        history=[{"status": "requested", "at": iso(e.at), "actor": e.actor}],
+        requested_at=_utc(e.at)))
+
+
+def _moved(status: str | None) -> Any:
+    """A transition to `status` (None: the status the event names)."""
+    def handler(conn: Connection, e: Any) -> None:
+        to = status or e.status
+        history = conn.execute(select(cases.c.history).where(_this(e))).scalar_one()
+        values: dict[str, Any] = {
+            "status": to,
+            "history": [*history, {"status": to, "at": iso(e.at), "actor": e.actor}]}
+        if isinstance(e, Case.CaseRefunded):
+            values["refunded_minor"] = cases.c.refunded_minor + e.amount_minor
+        conn.execute(update(cases).where(_this(e)).values(**values))
+    return handler
+
+
+class AfterSalesProjection(Projection):
+    name = "aftersales"
+    tables = (cases,)
+    handlers = {
+        Case.CaseRequested: _requested,
+        Case.CaseApproved: _moved("approved"),
+        Case.CaseRejected: _moved("rejected"),
+        Case.CaseGoodsReceived: _moved("received"),
+        Case.CaseRefunded: _moved(None),
+        Case.CaseClosed: _moved("closed"),
+    }
+
+
+# -- queries ------------------------------------------------------------------------------
+
+def _view(row: Any) -> dict[str, Any]:
+    return {"case_id": row.case_id, "order_id": row.order_id, "type": row.type,
+            "status": row.status,
+            "lines": [{"sku": x["sku"], "quantity": x["quantity"]} for x in row.lines],
+            "reason": row.reason, "amount": row.amount_minor,
+            "refunded": row.refunded_minor, "currency": row.currency,
+            "history": [dict(h) for h in row.history]}
+
+
+def get_case(conn: Connection, case_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(cases).where(cases.c.case_id == case_id)).first()
+    return _view(row) if row else None
+
+
+def list_cases(conn: Connection, *, status: str | None, order_id: str | None,
+               after: list[Any] | None, limit: int) -> list[dict[str, Any]]:
+    """Oldest first (the queue's order), by (requested_at, case_id); each item carries its
+    sort key under "cursor"."""
+    query = select(cases).order_by(cases.c.requested_at, cases.c.case_id).limit(limit)
+    if status is not None:
+        query = query.where(cases.c.status == status)
+    if order_id is not None:
+        query = query.where(cases.c.order_id == order_id)
+    if after:
+        at, case_id = after
+        query = query.where(tuple_(cases.c.requested_at, cases.c.case_id)
+                            > tuple_(_utc(datetime.fromisoformat(at)), case_id))
+    return [{**_view(r), "cursor": [iso(r.requested_at), r.case_id]}
+            for r in conn.execute(query).all()]

@@ -5,10 +5,11 @@ from datetime import datetime
 from typing import Any
 
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.auth import owned_by, requires
 from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.openapi import required_when
 from api.schemas import (Id, NoBody, PageQuery, PositiveMoneySchema, Quantity, ReadQuery, Str,
                          StrictBool, Text, require_currency)
 from domain.aftersales import STATUSES, TYPES, Case
@@ -36,6 +37,15 @@ class CaseIn(Schema):
                         validate=validate.Length(min=1, max=MAX_LINES))
     reason = Text(500, multiline=True, required=True)
     amount = fields.Nested(PositiveMoneySchema, load_default=None)  # compensation only
+
+    @validates_schema
+    def amount_for_compensation(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("type") == "compensation") != (data.get("amount") is not None):
+            raise ValidationError("a compensation names an amount, and only a compensation",
+                                  "amount")
+
+
+required_when("CaseIn", "type", "compensation", "amount")
 
 
 class CaseReasonIn(Schema):

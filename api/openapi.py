@@ -83,6 +83,8 @@ def complete(doc: dict[str, Any], currency: str,
             schema["properties"]["currency"] = {"type": "string", "enum": [currency]}
     for name, groups in EXCLUSIVE_GROUPS.items():
         schemas[name]["oneOf"] = _one_of(groups)
+    for name, keywords in CONDITIONS.items():
+        schemas[name].update(keywords)
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
             if method not in ("get", "post"):
@@ -128,6 +130,21 @@ EXCLUSIVE_GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {}
 def exclusive_groups(schema_name: str, *groups: tuple[str, ...]) -> None:
     """Document that a body takes every field of exactly one of `groups`."""
     EXCLUSIVE_GROUPS[schema_name] = groups
+
+
+# Bodies where one field's value decides whether another is required (JSON Schema's
+# if/then/else; marshmallow checks the same in a validates_schema): schema -> keywords.
+CONDITIONS: dict[str, dict[str, Any]] = {}
+
+
+def required_when(schema_name: str, field: str, value: str, dependent: str) -> None:
+    """Document that `dependent` is required (not null) when `field` is `value`, and absent
+    or null otherwise."""
+    CONDITIONS[schema_name] = {
+        "if": {"properties": {field: {"const": value}}, "required": [field]},
+        "then": {"required": [dependent], "properties": {dependent: {"not": {"type": "null"}}}},
+        "else": {"properties": {dependent: {"type": "null"}}},
+    }
 
 
 def _one_of(groups: tuple[tuple[str, ...], ...]) -> list[dict[str, Any]]:

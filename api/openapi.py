@@ -39,7 +39,6 @@ ERRORS = {
 }
 COMMON = (401, 403, 404, 422, 429, 503)
 COMMAND = (400, 409, 413, 415)
-QUERY = ()
 
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
@@ -105,7 +104,7 @@ def complete(doc: dict[str, Any], currency: str,
 
 def _complete_operation(method: str, operation: dict[str, Any], templated: bool) -> None:
     responses = operation.setdefault("responses", {})
-    statuses = COMMON + (COMMAND if method == "post" else QUERY)
+    statuses = COMMON + (COMMAND if method == "post" else ())
     if templated:  # a parameter's value may spell another route (/distributors/applications)
         statuses += (405,)
     for status in statuses:

@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.auth import owned_by, requires
+from api.fulfilment import ShipmentOut
 from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
 from api.openapi import required_when
 from api.schemas import (Id, NoBody, PageQuery, PositiveMoneySchema, Quantity, ReadQuery, Str,
@@ -15,12 +16,13 @@ from api.schemas import (Id, NoBody, PageQuery, PositiveMoneySchema, Quantity, R
 from domain.aftersales import STATUSES, TYPES, Case
 from domain.errors import NotFound
 from projections.aftersales import AfterSalesProjection, get_case, list_cases
+from projections.shipments import ShipmentsProjection, shipments_of_cases
 
 owned_by("case_id", lambda app, case_id: (
     found.distributor_id if (found := app.find(Case.create_id(case_id))) else None))
 blp = Blueprint("aftersales", __name__, url_prefix="/api/v1",
                 description="After-sales cases and refunds")
-READS = [AfterSalesProjection.name]
+READS = [AfterSalesProjection.name, ShipmentsProjection.name]
 MAX_LINES = 100
 
 
@@ -84,6 +86,8 @@ class CaseOut(Schema):
     refunded = fields.Integer()
     currency = fields.String()
     history = fields.List(fields.Nested(CaseHistoryOut))
+    # An exchange's replacement or a repair's return, on the orders' fulfilment path.
+    shipments = fields.List(fields.Nested(ShipmentOut))
 
 
 class CaseReply(CaseOut):
@@ -154,6 +158,18 @@ def refund(body: dict[str, Any], case_id: str) -> Any:
     return run_command(lambda: app.refund_case(case_id, amount, body["refund_reference"]))
 
 
+@blp.route("/after-sales/<case_id>/ship", methods=["POST"])
+@requires("warehouse", "admin", "operator")
+@blp.arguments(NoBody)
+@blp.response(200, CaseReply)
+def ship(_body: dict[str, Any], case_id: str) -> Any:
+    """Ship a received exchange's replacement (reserved like an order's; 409
+    insufficient_stock when short, and the case may then be refunded instead) or a
+    received repair's goods back to the customer (no stock moves)."""
+    app = fenxiao()
+    return run_command(lambda: app.ship_case(case_id))
+
+
 @blp.route("/after-sales/<case_id>/close", methods=["POST"])
 @requires("admin", "operator")
 @blp.arguments(NoBody)
@@ -173,6 +189,8 @@ def case(query: dict[str, Any], case_id: str) -> Any:
     position = read_position(READS, query["min_position"])
     with fenxiao().engine.connect() as conn:
         found = get_case(conn, case_id)
+        if found is not None:
+            found["shipments"] = shipments_of_cases(conn, [case_id])[case_id]
     if found is None:
         raise NotFound(f"case {case_id} not found", case_id=case_id)
     return query_response(found, position)
@@ -188,7 +206,9 @@ def cases(query: dict[str, Any]) -> Any:
         rows = list_cases(conn, status=query["status"], order_id=query["order_id"],
                           after=decode_cursor(query["cursor"], datetime, str),
                           limit=query["limit"] + 1)
-    body = page(rows, query["limit"], lambda c: c["cursor"])
+        body = page(rows, query["limit"], lambda c: c["cursor"])
+        sent = shipments_of_cases(conn, [item["case_id"] for item in body["items"]])
     for item in body["items"]:
         del item["cursor"]
+        item["shipments"] = sent[item["case_id"]]
     return query_response(body, position)

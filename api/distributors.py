@@ -117,6 +117,17 @@ class RuleOut(Schema):
     position = fields.Integer(allow_none=True)
 
 
+class ReversalOut(Schema):
+    """One reversal of a commission entry: the refund (or cancellation) behind it."""
+
+    amount = fields.Integer()
+    clawback = fields.Boolean()  # true: taken back from available (it had matured)
+    refunded_total = fields.Integer()  # the line's refunds so far, this one included
+    refund_reference = fields.String(allow_none=True)  # null: a cancellation
+    cause = fields.String(allow_none=True)
+    at = fields.String()
+
+
 class CommissionOut(Schema):
     order_id = fields.String()
     line_no = fields.Integer()
@@ -130,6 +141,7 @@ class CommissionOut(Schema):
     forfeit_reason = fields.String(allow_none=True)
     rule = fields.Dict(allow_none=True)
     currency = fields.String()
+    reversals = fields.List(fields.Nested(ReversalOut))
 
 
 class CommissionPage(Schema):

@@ -12,6 +12,7 @@ from api.auth import owned_by, requires
 from api.http import fenxiao, query_response, read_position, run_command
 from api.schemas import (Id, MoneySchema, NoBody, ReadQuery, Str, StrictInt, Text,
                          require_currency, text_pattern)
+from domain.aftersales import Case
 from domain.carriers import RateCard
 from domain.errors import NotFound
 from domain.fulfilment import CARRIER_STATUSES, Shipment
@@ -21,11 +22,12 @@ from projections.shipments import ShipmentsProjection, get_shipment, shipments_o
 
 
 def _shipment_owner(app: Any, shipment_id: str) -> str | None:
-    """The distributor of the order (or purchase order) the shipment serves."""
+    """The distributor of the order, purchase order or after-sales case the shipment
+    serves."""
     shipment = app.find(Shipment.create_id(shipment_id))
     if shipment is None:
         return None
-    source_cls = Order if shipment.source == "order" else PurchaseOrder
+    source_cls = {"order": Order, "purchase_order": PurchaseOrder}.get(shipment.source, Case)
     source = app.find(source_cls.create_id(shipment.source_id))
     return source.distributor_id if source else None
 
@@ -137,9 +139,10 @@ class CarrierChoiceOut(QuoteOut):
 
 class ShipmentBase(Schema):
     shipment_id = fields.String()
-    source = fields.String()  # order, purchase_order
+    source = fields.String()  # order, purchase_order, exchange, repair
     order_id = fields.String(allow_none=True)
     purchase_order_id = fields.String(allow_none=True)
+    case_id = fields.String(allow_none=True)  # an exchange's or a repair's
     warehouse_id = fields.String()
     region = fields.String(allow_none=True)
     status = fields.String()

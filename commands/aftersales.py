@@ -1,5 +1,6 @@
 """After-sales cases: request, approve or reject, receive the goods back (restocked or
-scrapped), refund or compensate, close.
+scrapped), refund or compensate, ship an exchange's replacement or a repair's goods back,
+close.
 
 Every command saves the case with all it touches in one `record`: the order (which
 guards the quantities of every case and what each line can still pay back, so two
@@ -16,11 +17,13 @@ from typing import Any, Sequence
 
 from commands.app import _current_context
 from commands.ledger import Postings
-from commands.orders import SECONDS_PER_DAY, OrderService, iso
-from domain.aftersales import RETURNS, Case
+from commands.fulfilment import shipment_view
+from commands.orders import SECONDS_PER_DAY, OrderService, _candidates, _reserve, iso
+from domain.aftersales import RETURNS, Case, case_shipment_source
+from domain.allocation import plan_allocation, require_covered
 from domain.accruals import RefundExceedsPaid
 from domain.errors import Duplicate, InvalidCommand
-from domain.fulfilment import Shipment
+from domain.fulfilment import Shipment, ShipmentPlan, plan_shipments, shipment_id_for
 from domain.ledger import refund_lines
 from domain.orders import AmountMismatch, Order
 
@@ -118,8 +121,23 @@ class AfterSalesService(OrderService):
         postings.post(f"aftersales:{case_id}:refunded", "refund", refund_lines(amount_minor),
                       f"after-sales {case.type} {case_id} of order {case.order_id}, "
                       f"reference {reference}")
+        if held_back and not order.allocated_stock() and not order.backorders():
+            held_back.extend(self._cancel_emptied(order, case_id, postings, at))
         return {**case_view(case),
                 "position": self.record(case, order, *held_back, *postings.aggregates())}
+
+    def _cancel_emptied(self, order: Order, case_id: str, postings: Postings,
+                        at: Any) -> list[Any]:
+        """Every unit of the order was refunded before dispatch: nothing is left to send,
+        so the order is cancelled with it, as a cancellation would (what is left of the
+        payment, the shipping fee, refunded; the coupon given back). Its commission is
+        reversed by the line refunds already."""
+        order.cancel(f"refunded in full before dispatch (after-sales case {case_id})", at)
+        if order.refund_due_minor:
+            postings.post(f"order:{order.order_id}:cancelled", "refund",
+                          refund_lines(order.refund_due_minor),
+                          f"refund of cancelled order {order.order_id}")
+        return self._give_back(order, [], [], "cancelled", at)
 
     def _hold_back(self, case: Case, order: Order, at: Any) -> list[Any]:
         """A refund only before dispatch: the goods are not sent. Their reservation is
@@ -140,10 +158,43 @@ class AfterSalesService(OrderService):
                        for plan in plans)
         return changed
 
+    def ship_case(self, case_id: str) -> dict[str, Any]:
+        """Send an exchange's replacement (reserved like an order's: the customer's region
+        first, then most available, split; InsufficientStock and nothing reserved when
+        short, and the case may then be refunded instead) or a repair's goods back (from
+        the warehouse that received them; no stock moves). The shipments follow the
+        orders' path: pick, pack, dispatch (which issues an exchange's stock), carriers."""
+        case = self.case(case_id)
+        case.require_shippable()
+        order = self.load(Order.create_id(case.order_id), f"order {case.order_id}")
+        at = self.clock()
+        region = order.shipping_address["region"]
+        source = case_shipment_source(case_id)
+        lines = [(x["sku"], x["quantity"]) for x in case.lines]
+        reserved: list[Any] = []
+        if case.type == "exchange":
+            products = {sku: self.product(sku) for sku, _ in lines}
+            items = self._stock_items(products.values())
+            plans = plan_allocation(lines, region, _candidates(products, items))
+            require_covered(plans)
+            reserved = _reserve(items, source, ((p.sku, p.allocations) for p in plans))
+            shipping = plan_shipments(source, [(p.sku, w, q) for p in plans
+                                               for w, q in p.allocations])
+        else:
+            warehouse_id = case.received_at_warehouse
+            shipping = [ShipmentPlan(shipment_id_for(source, warehouse_id), warehouse_id,
+                                     tuple(sorted(lines)))]
+        shipments = [Shipment.create(plan, case.type, case_id, region, at)
+                     for plan in shipping]
+        case.ship([plan.as_dict() for plan in shipping], _actor(), at)
+        return {**case_view(case, shipments),
+                "position": self.record(case, *shipments, *reserved)}
+
     def close_case(self, case_id: str) -> dict[str, Any]:
         case = self.case(case_id)
         case.close(_actor(), self.clock())
-        return {**case_view(case), "position": self.record(case)}
+        shipments = [self._shipment(sid) for sid in case.shipment_ids]
+        return {**case_view(case, shipments), "position": self.record(case)}
 
 
 def _share(paid_minor: int, quantity: int, of_quantity: int) -> int:
@@ -152,14 +203,16 @@ def _share(paid_minor: int, quantity: int, of_quantity: int) -> int:
     return -(-paid_minor * quantity // of_quantity)
 
 
-def case_view(case: Case) -> dict[str, Any]:
+def case_view(case: Case, shipments: Sequence[Shipment] = ()) -> dict[str, Any]:
+    """A case as its commands answer (the GET view adds each shipment's history)."""
     return {"case_id": case.case_id, "order_id": case.order_id, "type": case.type,
             "status": case.status,
             "lines": [{"sku": x["sku"], "quantity": x["quantity"]} for x in case.lines],
             "reason": case.reason, "amount": case.amount_minor,
             "refunded": case.refunded_minor, "currency": case.currency,
             "history": [{"status": h["status"], "at": iso(h["at"]), "actor": h["actor"]}
-                        for h in case.history]}
+                        for h in case.history],
+            "shipments": [shipment_view(s) for s in shipments]}
 
 
 __all__ = ["AfterSalesService", "case_view", "RETURNS"]

@@ -2,8 +2,9 @@
 carrier tracking events, delivery.
 
 A dispatch issues the stock its source reserved (the reservation reference is the order
-id or the purchase order id), registers the tracking number and tells the source, all in
-one save. A carrier event is idempotent by the carrier's event id: a repeat is answered
+id, the purchase order's or the after-sales case's), registers the tracking number and
+tells the source order or purchase order, all in one save; a repair's shipment carries
+the customer's own goods and issues no stock. A carrier event is idempotent by the carrier's event id: a repeat is answered
 with the reply the first one got, and records nothing.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from uuid import uuid4
 from sqlalchemy import select
 
 from commands.catalog import StockService
+from domain.aftersales import case_shipment_source
 from domain.carriers import (CarrierChoice, Carriers, NoCarrier, RateCard, choose_carrier,
                              requested_carrier)
 from domain.errors import Duplicate, NotFound
@@ -84,11 +86,11 @@ class FulfilmentService(StockService):
         source = self._source(shipment)
         if isinstance(source, Order):
             source.record_dispatch(shipment_id, choice.carrier, number, at)
-        else:
+        elif source is not None:
             source.record_dispatch(shipment_id, at)
         index = TrackingNumber(choice.carrier, number, shipment_id)
-        return self._shipment_reply(shipment, choice,
-                                    self.record(shipment, index, source, *items))
+        return self._shipment_reply(
+            shipment, choice, self.record(shipment, index, *filter(None, [source]), *items))
 
     def _carrier_for(self, shipment: Shipment, carrier: str | None) -> CarrierChoice:
         cards = self.rate_cards()
@@ -104,21 +106,29 @@ class FulfilmentService(StockService):
 
     def _issue_stock(self, shipment: Shipment) -> list[StockItem]:
         """The shipment's goods leave the warehouse against its source's reservation."""
+        if not shipment.carries_stock:
+            return []
+        reference = {"order": shipment.source_id,
+                     "purchase_order": reservation_reference(shipment.source_id),
+                     "exchange": case_shipment_source(shipment.source_id)}[shipment.source]
         items = []
         for line in shipment.lines:
             item = self.stock_item(line["sku"], shipment.warehouse_id)
-            item.issue(line["quantity"], shipment.source_id if shipment.source == "order"
-                       else reservation_reference(shipment.source_id))
+            item.issue(line["quantity"], reference)
             items.append(item)
         return items
 
-    def _source(self, shipment: Shipment) -> Order | PurchaseOrder:
+    def _source(self, shipment: Shipment) -> Order | PurchaseOrder | None:
+        """The order or purchase order a shipment serves (None for an after-sales case's:
+        the case moved on when it shipped)."""
         if shipment.source == "order":
             return self.load(Order.create_id(shipment.source_id),
                              f"order {shipment.source_id}", order_id=shipment.source_id)
-        return self.load(PurchaseOrder.create_id(shipment.source_id),
-                         f"purchase order {shipment.source_id}",
-                         purchase_order_id=shipment.source_id)
+        if shipment.source == "purchase_order":
+            return self.load(PurchaseOrder.create_id(shipment.source_id),
+                             f"purchase order {shipment.source_id}",
+                             purchase_order_id=shipment.source_id)
+        return None
 
     def _shipment_reply(self, shipment: Shipment, choice: CarrierChoice | None,
                         position: int | None) -> dict[str, Any]:
@@ -183,6 +193,7 @@ def shipment_view(s: Shipment) -> dict[str, Any]:
     return {"shipment_id": s.shipment_id, "source": s.source,
             "order_id": s.source_id if s.source == "order" else None,
             "purchase_order_id": s.source_id if s.source == "purchase_order" else None,
+            "case_id": s.source_id if s.source in ("exchange", "repair") else None,
             "warehouse_id": s.warehouse_id, "region": s.region, "status": s.status,
             "carrier": s.carrier, "tracking_number": s.tracking_number,
             "lines": [{"sku": line["sku"], "quantity": line["quantity"]} for line in s.lines]}

@@ -160,12 +160,15 @@ class LedgerService(DistributorService):
         return True
 
     def reverse_commission(self, order_id: str, line_no: int, refunded_total_minor: int,
-                           cause: str | None = None) -> dict[str, Any]:
-        """The line has been refunded `refunded_total_minor` in all so far. A repeat with
-        the same `cause` is answered "already done" (no reversals, position None)."""
+                           cause: str | None = None,
+                           refund_reference: str | None = None) -> dict[str, Any]:
+        """The line has been refunded `refunded_total_minor` in all so far (the last
+        refund under `refund_reference`). A repeat with the same `cause` is answered
+        "already done" (no reversals, position None)."""
         commission = self.line_commission(order_id, line_no)
         postings = Postings(self)
-        reversals = commission.reverse(refunded_total_minor, self.clock(), cause)
+        reversals = commission.reverse(refunded_total_minor, self.clock(), cause,
+                                       refund_reference)
         if reversals is None:
             return {"order_id": order_id, "line_no": line_no, "reversals": [],
                     "position": None}

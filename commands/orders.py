@@ -10,11 +10,12 @@ stock, the coupon limits and the queues hold under any concurrency.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
 from commands.catalog import StockService
 from commands.ledger import LedgerService, Postings
+from commands.views import iso
 from domain.accruals import is_self_purchase
 from domain.allocation import StockCandidate, plan_allocation, plan_line
 from domain.catalog import Product
@@ -331,14 +332,6 @@ def _party(d: Distributor) -> dict[str, Any]:
 
 
 # -- the order as clients see it (the read model gives the same shape) ------------------
-
-def iso(at: datetime | None) -> str | None:
-    """UTC, ISO 8601; a naive time (SQLite gives them back so) is UTC already."""
-    if at is None:
-        return None
-    at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
-    return at.isoformat()
-
 
 def line_view(line: Mapping[str, Any]) -> dict[str, Any]:
     return {"line_no": line["line_no"], "sku": line["sku"], "name": line["name"],

@@ -2,7 +2,16 @@
 carry the same attribute names, so one function serves both)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
+
+
+def iso(at: datetime | None) -> str | None:
+    """UTC, ISO 8601; a naive time (SQLite gives them back so) is UTC already."""
+    if at is None:
+        return None
+    at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    return at.isoformat()
 
 
 def money(amount_minor: int | None, currency: str) -> dict[str, Any] | None:

@@ -102,11 +102,12 @@ class LineCommission(Aggregate):
         self.matured = True
         self.matured_cause = cause
 
-    def reverse(self, refunded_total_minor: int, at: datetime,
-                cause: str | None = None) -> list[dict[str, Any]] | None:
+    def reverse(self, refunded_total_minor: int, at: datetime, cause: str | None = None,
+                refund_reference: str | None = None) -> list[dict[str, Any]] | None:
         """The line has now been refunded `refunded_total_minor` in all; reverse each
         level's share of that which has not been reversed yet. None when `cause` was
-        already applied (nothing recorded)."""
+        already applied (nothing recorded). `refund_reference` names the refund that asked
+        for it (kept so each commission entry can say which refund reversed how much)."""
         if cause is not None and cause in self.reversal_causes:
             return None
         if refunded_total_minor > self.net_minor:
@@ -126,7 +127,7 @@ class LineCommission(Aggregate):
                 reversals.append({"level": a["level"], "distributor_id": a["distributor_id"],
                                   "amount_minor": amount, "source": source})
         self._reversed(refunded_total_minor=refunded_total_minor, reversals=reversals, at=at,
-                       cause=cause)
+                       cause=cause, refund_reference=refund_reference)
         return reversals
 
     def reverse_rest(self, at: datetime, cause: str) -> list[dict[str, Any]] | None:
@@ -137,21 +138,27 @@ class LineCommission(Aggregate):
         return self.reverse(self.net_minor, at, cause)
 
     class CommissionReversed(Aggregate.Event):
-        """Version 2 names its cause; version 1 events (no cause) read as cause None."""
+        """Version 2 names its cause, version 3 the refund reference behind it (None for
+        a cancellation); older events read as None."""
 
         refunded_total_minor: int
         reversals: list[dict[str, Any]]
         at: datetime
         cause: str | None
-        class_version = 2
+        refund_reference: str | None
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["cause"] = None
 
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["refund_reference"] = None
+
     @event(CommissionReversed)
     def _reversed(self, refunded_total_minor: int, reversals: list[dict[str, Any]],
-                  at: datetime, cause: str | None) -> None:
+                  at: datetime, cause: str | None, refund_reference: str | None) -> None:
         self.refunded_minor = refunded_total_minor
         for r in reversals:
             self.reversed_by_level[r["level"]] += r["amount_minor"]

@@ -7,15 +7,21 @@ nothing:
     approve     requested                                    -> approved
     reject      requested                                    -> rejected
     receive     approved (return_refund, exchange, repair)   -> received
-    refund      approved (refund_only) | received (return_refund)  -> refunded
+    refund      approved (refund_only)                       -> refunded
+                received (return_refund; an exchange whose replacement cannot be sent)
+                                                             -> refunded
                 approved (compensation)                      -> compensated
-    close       refunded | compensated | rejected | received (exchange, repair) -> closed
+    ship        received (exchange: the replacement)         -> exchanged
+                received (repair: the customer's goods back) -> repaired
+    close       refunded | compensated | rejected | exchanged | repaired -> closed
 
 The rules that need the order (quantities delivered and already taken by earlier cases,
 the return window, what was paid per line) live on the Order (domain/orders.py
 `open_case`, `refund`), which the service saves with the case: the order is the guard
-across cases and concurrent requests. An exchange in this slice ends received -> closed:
-its replacement shipment is not built yet.
+across cases and concurrent requests. A shipment of a case (domain/fulfilment.py, source
+"exchange" or "repair") goes through the same pick, pack, dispatch and carrier steps as an
+order's; an exchange's reserves and issues stock, a repair's carries the customer's own
+goods and touches no stock (so a repair's goods are never restocked).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.checks import ensure
 from domain.errors import DomainError, InvalidCommand, InvalidTransition
 from domain.ids import natural_id
 
@@ -36,11 +43,24 @@ RETURNS = ("return_refund", "exchange", "repair")  # goods come back to a wareho
 TAKES_GOODS = ("refund_only", "return_refund", "exchange")
 # Types a request may make after the return window has closed.
 AFTER_WINDOW = ("repair", "compensation")
-CLOSABLE = ("refunded", "compensated", "rejected")
+CLOSABLE = ("refunded", "compensated", "rejected", "exchanged", "repaired")
+SHIPS = {"exchange": "exchanged", "repair": "repaired"}  # type -> status once shipped
+
+
+def case_shipment_source(case_id: str) -> str:
+    """What a case's shipment ids and stock reservations are keyed by: "/" is in no id,
+    so a case never shares them with an order or a purchase order of the same id."""
+    return f"AS/{case_id}"
 
 
 class ReturnWindowClosed(DomainError):
     code = "return_window_closed"
+
+
+class NotRestockable(DomainError):
+    """A repair's goods are the customer's: they come back to the customer, not to stock."""
+
+    code = "not_restockable"
 
 
 class ExceedsDelivered(DomainError):
@@ -89,6 +109,8 @@ class Case(Aggregate):
         self.currency = currency
         self.status = "requested"
         self.refunded_minor = 0
+        self.received_at_warehouse: str | None = None
+        self.shipment_ids: list[str] = []
         self.history = [{"status": "requested", "at": at, "actor": actor}]
 
     def _require(self, statuses: Sequence[str], doing: str,
@@ -122,11 +144,34 @@ class Case(Aggregate):
         """The goods came back and were inspected: restocked into `warehouse_id`, or
         scrapped there (recorded either way)."""
         self._require(("approved",), "received", RETURNS)
+        if restock and self.type == "repair":
+            raise NotRestockable(f"case {self.case_id} is a repair: the goods go back to "
+                                 "the customer and cannot be restocked", type=self.type)
         self._received(warehouse_id=warehouse_id, restock=restock, actor=actor, at=at)
 
     @event("CaseGoodsReceived")
     def _received(self, warehouse_id: str, restock: bool, actor: str, at: datetime) -> None:
+        self.received_at_warehouse = warehouse_id
         self._move("received", actor, at)
+
+    def require_shippable(self) -> None:
+        """InvalidTransition unless the case is a received exchange or repair."""
+        self._require(("received",), "shipped", tuple(SHIPS))
+
+    def ship(self, shipments: Sequence[dict[str, Any]], actor: str, at: datetime) -> None:
+        """The replacement of an exchange, or a repair's goods, are on their way in
+        `shipments` ({shipment_id, warehouse_id, lines}: created by the caller in the
+        same save)."""
+        self.require_shippable()
+        ensure(bool(shipments), "a case ships in at least one shipment")
+        self._shipped(shipments=[dict(x) for x in shipments], status=SHIPS[self.type],
+                      actor=actor, at=at)
+
+    @event("CaseShipped")
+    def _shipped(self, shipments: list[dict[str, Any]], status: str, actor: str,
+                 at: datetime) -> None:
+        self.shipment_ids.extend(x["shipment_id"] for x in shipments)
+        self._move(status, actor, at)
 
     def refund_splits(self, amount_minor: int, caps: Sequence[int]) -> list[int]:
         """`amount_minor` spread over the case's lines in proportion to `caps` (what each
@@ -148,7 +193,7 @@ class Case(Aggregate):
         elif self.type == "refund_only":
             self._require(("approved",), "refunded")
         else:
-            self._require(("received",), "refunded", ("return_refund",))
+            self._require(("received",), "refunded", ("return_refund", "exchange"))
         if amount_minor <= 0:
             raise InvalidCommand("a refund must be positive", field="amount")
         if not reference.strip():
@@ -165,8 +210,7 @@ class Case(Aggregate):
         self._move(status, actor, at)
 
     def close(self, actor: str, at: datetime) -> None:
-        if not (self.status == "received" and self.type in ("exchange", "repair")):
-            self._require(CLOSABLE, "closed")
+        self._require(CLOSABLE, "closed")
         self._closed(actor=actor, at=at)
 
     @event("CaseClosed")

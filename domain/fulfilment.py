@@ -29,7 +29,7 @@ LADDER = ("created", "picked", "packed", "dispatched", "in_transit", "out_for_de
           "delivered")
 CARRIER_STATUSES = ("in_transit", "out_for_delivery", "delivered", "exception")
 RANK = {status: rank for rank, status in enumerate(LADDER)}
-SOURCES = ("order", "purchase_order")
+SOURCES = ("order", "purchase_order", "exchange", "repair")  # the last two: after-sales cases
 
 APPLIED, LATE, DUPLICATE = "applied", "late", "duplicate"
 CLOCK_SKEW = timedelta(days=1)  # how far a carrier's event time may stray (see above)
@@ -76,8 +76,9 @@ class Shipment(Aggregate):
     @classmethod
     def create(cls, plan: ShipmentPlan, source: str, source_id: str, region: str | None,
                at: datetime) -> "Shipment":
-        """A shipment for `plan`; `source` is "order" or "purchase_order", `region` the
-        destination's (it decides the carriers' promised days)."""
+        """A shipment for `plan`; `source` is one of SOURCES ("exchange" and "repair" are
+        an after-sales case's, `source_id` the case id), `region` the destination's (it
+        decides the carriers' promised days)."""
         ensure(source in SOURCES, f"unknown shipment source {source!r}")
         if not plan.lines or any(q <= 0 for _, q in plan.lines):
             raise InvalidCommand("a shipment needs positive quantities", field="lines")
@@ -101,6 +102,11 @@ class Shipment(Aggregate):
         self.tracking_number: str | None = None
         self.dispatched_at: datetime | None = None
         self.carrier_events: dict[str, str] = {}  # carrier event id -> its status
+
+    @property
+    def carries_stock(self) -> bool:
+        """Whether its goods were reserved from stock (a repair's are the customer's)."""
+        return self.source != "repair"
 
     @property
     def items(self) -> int:

@@ -1,5 +1,6 @@
 """Read model: after-sales cases as `GET /after-sales` shows them (the operators' queue),
-with their history (status, time, actor) and what was refunded."""
+with their history (status, time, actor) and what was refunded. Their shipments (an
+exchange's replacement, a repair's return) are in the shipments read model, by case."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -76,6 +77,7 @@ class AfterSalesProjection(Projection):
         Case.CaseRejected: _moved("rejected"),
         Case.CaseGoodsReceived: _moved("received"),
         Case.CaseRefunded: _moved(None),
+        Case.CaseShipped: _moved(None),
         Case.CaseClosed: _moved("closed"),
     }
 

@@ -1,4 +1,5 @@
-"""Read model: commission entries per order line and level, as each distributor sees them."""
+"""Read model: commission entries per order line and level, as each distributor sees them,
+and every reversal of each entry with the refund behind it (which refund reversed how much)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,6 +10,7 @@ from sqlalchemy import (Column, DateTime, Integer, String, Table, and_, select,
 from sqlalchemy.engine import Connection
 
 from commands.storage import BIGINT as MINOR, metadata
+from commands.views import iso
 from domain.accruals import LineCommission
 from projections.base import Projection
 
@@ -31,6 +33,20 @@ commissions = Table(
     Column("rule_version", Integer, nullable=True),
     Column("currency", String(3), nullable=False),
     Column("accrued_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per reversal of one entry: `version` is the CommissionReversed event's.
+reversals = Table(
+    "rm_commission_reversals", metadata,
+    Column("line_uuid", String(36), primary_key=True),
+    Column("level", Integer, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("amount_minor", MINOR, nullable=False),
+    Column("source", String(20), nullable=False),  # pending (reversed), available (clawed back)
+    Column("refunded_total_minor", MINOR, nullable=False),  # the line's refunds so far
+    Column("refund_reference", String(200), nullable=True),  # None: a cancellation
+    Column("cause", String(200), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -60,6 +76,13 @@ def _matured(conn: Connection, e: Any) -> None:
 
 
 def _reversed(conn: Connection, e: Any) -> None:
+    if e.reversals:
+        conn.execute(reversals.insert(), [
+            {"line_uuid": str(e.originator_id), "level": r["level"],
+             "version": e.originator_version, "amount_minor": r["amount_minor"],
+             "source": r["source"], "refunded_total_minor": e.refunded_total_minor,
+             "refund_reference": e.refund_reference, "cause": e.cause, "at": e.at}
+            for r in e.reversals])
     for r in e.reversals:
         this = and_(commissions.c.line_uuid == str(e.originator_id),
                     commissions.c.level == r["level"])
@@ -72,7 +95,7 @@ def _reversed(conn: Connection, e: Any) -> None:
 
 class CommissionsProjection(Projection):
     name = "commissions"
-    tables = (commissions,)
+    tables = (commissions, reversals)
     handlers = {
         LineCommission.CommissionAccrued: _accrued,
         LineCommission.CommissionMatured: _matured,
@@ -80,7 +103,8 @@ class CommissionsProjection(Projection):
     }
 
 
-def commission_view(row: Any) -> dict[str, Any]:
+def commission_view(row: Any, reversed_by: list[dict[str, Any]] | None = None
+                    ) -> dict[str, Any]:
     rule = None
     if row.rule_kind:
         rule = {"kind": row.rule_kind, "version": row.rule_version,
@@ -90,7 +114,7 @@ def commission_view(row: Any) -> dict[str, Any]:
             "level": row.level, "base": row.base_minor, "rate_bp": row.rate_bp,
             "amount": row.amount_minor, "reversed": row.reversed_minor,
             "status": row.status, "forfeit_reason": row.forfeit_reason, "rule": rule,
-            "currency": row.currency}
+            "currency": row.currency, "reversals": reversed_by or []}
 
 
 def commissions_of(conn: Connection, distributor_id: str, after: list | None,
@@ -103,4 +127,16 @@ def commissions_of(conn: Connection, distributor_id: str, after: list | None,
         query = query.where(tuple_(commissions.c.accrued_at, commissions.c.line_uuid,
                                    commissions.c.level)
                             > tuple_(datetime.fromisoformat(at), line_uuid, level))
-    return [commission_view(r) for r in conn.execute(query)]
+    rows = conn.execute(query).all()
+    found: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    if rows:
+        query = (select(reversals)
+                 .where(tuple_(reversals.c.line_uuid, reversals.c.level)
+                        .in_([(r.line_uuid, r.level) for r in rows]))
+                 .order_by(reversals.c.line_uuid, reversals.c.level, reversals.c.version))
+        for r in conn.execute(query):
+            found.setdefault((r.line_uuid, r.level), []).append({
+                "amount": r.amount_minor, "clawback": r.source == "available",
+                "refunded_total": r.refunded_total_minor,
+                "refund_reference": r.refund_reference, "cause": r.cause, "at": iso(r.at)})
+    return [commission_view(r, found.get((r.line_uuid, r.level))) for r in rows]

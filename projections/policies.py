@@ -109,15 +109,16 @@ def _cancelled(app: Any, e: Any, cause: Cause) -> None:
 def _line_refunded(app: Any, e: Any, cause: Cause) -> None:
     order_id = _order_id(app, e)
     cause.issue(app, lambda: _reverse_refund(app, order_id, e.line_no,
-                                             e.refunded_total_minor))
+                                             e.refunded_total_minor, e.reference))
 
 
-def _reverse_refund(app: Any, order_id: str, line_no: int, total: int) -> dict[str, Any]:
+def _reverse_refund(app: Any, order_id: str, line_no: int, total: int,
+                    reference: str) -> dict[str, Any]:
     commission = app.find(LineCommission.create_id(order_id, line_no))
     if commission is None or commission.refunded_minor >= total:
         return {"position": None}  # no commission, or reversed that far already
     return app.reverse_commission(order_id, line_no, total,
-                                  refund_cause(order_id, line_no, total))
+                                  refund_cause(order_id, line_no, total), reference)
 
 
 def recorded_basis(e: Any) -> AccrualBasis | None:

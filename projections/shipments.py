@@ -18,9 +18,10 @@ shipments = Table(
     "rm_shipments", metadata,
     Column("shipment_id", String(64), primary_key=True),
     Column("shipment_uuid", String(36), nullable=False, unique=True),  # the aggregate's id
-    Column("source", String(20), nullable=False),  # order, purchase_order
+    Column("source", String(20), nullable=False),  # order, purchase_order, exchange, repair
     Column("order_id", String(64), nullable=True, index=True),
     Column("purchase_order_id", String(64), nullable=True, index=True),
+    Column("case_id", String(64), nullable=True, index=True),  # exchange, repair
     Column("warehouse_id", String(64), nullable=False),
     Column("region", Text, nullable=True),
     Column("status", String(20), nullable=False),
@@ -86,11 +87,11 @@ def _id_of(conn: Connection, e: Any) -> str:
 
 
 def _created(conn: Connection, e: Any) -> None:
-    is_order = e.source == "order"
     conn.execute(shipments.insert().values(
         shipment_id=e.shipment_id, shipment_uuid=str(e.originator_id), source=e.source,
-        order_id=e.source_id if is_order else None,
-        purchase_order_id=None if is_order else e.source_id,
+        order_id=e.source_id if e.source == "order" else None,
+        purchase_order_id=e.source_id if e.source == "purchase_order" else None,
+        case_id=e.source_id if e.source in ("exchange", "repair") else None,
         warehouse_id=e.warehouse_id, region=e.region, status="created",
         lines=_json([{"sku": x["sku"], "quantity": x["quantity"]} for x in e.lines]),
         created_at=_utc(e.at)))
@@ -181,7 +182,8 @@ def _event_view(row: Any) -> dict[str, Any]:
 
 def _shipment_view(row: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"shipment_id": row.shipment_id, "source": row.source, "order_id": row.order_id,
-            "purchase_order_id": row.purchase_order_id, "warehouse_id": row.warehouse_id,
+            "purchase_order_id": row.purchase_order_id, "case_id": row.case_id,
+            "warehouse_id": row.warehouse_id,
             "region": row.region, "status": row.status, "carrier": row.carrier,
             "tracking_number": row.tracking_number, "lines": json.loads(row.lines),
             "carrier_choice": _choice(row), "created_at": _iso(row.created_at),
@@ -212,6 +214,18 @@ def shipments_of_order(conn: Connection, order_id: str) -> list[dict[str, Any]]:
     rows = list(conn.execute(select(shipments).where(shipments.c.order_id == order_id)
                              .order_by(shipments.c.warehouse_id, shipments.c.shipment_id)))
     return _views(conn, rows)
+
+
+def shipments_of_cases(conn: Connection, case_ids: list[str]
+                       ) -> dict[str, list[dict[str, Any]]]:
+    """Each after-sales case's shipments (an exchange's replacement, a repair's return)."""
+    rows = list(conn.execute(select(shipments).where(shipments.c.case_id.in_(case_ids))
+                             .order_by(shipments.c.case_id, shipments.c.warehouse_id,
+                                       shipments.c.shipment_id))) if case_ids else []
+    found: dict[str, list[dict[str, Any]]] = {case_id: [] for case_id in case_ids}
+    for row, view in zip(rows, _views(conn, rows)):
+        found[row.case_id].append(view)
+    return found
 
 
 def list_carriers(conn: Connection) -> list[dict[str, Any]]:

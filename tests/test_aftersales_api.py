@@ -17,13 +17,15 @@ from domain.accruals import LineCommission
 from domain.coupons import Coupon
 from domain.promotions import CouponTerms
 from projections.aftersales import AfterSalesProjection
+from projections.commissions import CommissionsProjection
 from projections.ledger import balances
 from projections.policies import all_process_managers
 from projections.runner import ProjectionRunner, wait_for_position
+from projections.shipments import ShipmentsProjection
 from tests.api_support import Api, assert_rebuild_equals_live
 from tests.test_api_distributors import network
 from tests.test_fulfilment_api import (LATER, NOW, carrier_event, dispatched, paid_order, seed,
-                                       set_clock, the_app)
+                                       set_clock, stock, the_app)
 
 DELIVERED_AT = "2026-11-26T10:00:00+08:00"  # the return window (7 days) runs to Dec 3
 
@@ -140,6 +142,16 @@ def test_a_three_unit_line_refunded_one_unit_at_a_time(api: Api) -> None:
     assert [r[2][1] for r in reversed_after] == [50, 99, 149]
     assert [r[1][1] for r in reversed_after] == [99, 198, 297]
     assert all(accrued == reversed for accrued, reversed in reversed_after[-1].values())
+    # Each commission entry says which refund reversed how much.
+    entries = api.get("/distributors/D1/commissions", role="auditor",
+                      min_position=app.last_position()).get_json()["items"]
+    (entry,) = [e for e in entries if e["order_id"] == "O-1"]
+    assert (entry["level"], entry["amount"], entry["reversed"], entry["status"]) == (
+        2, 149, 149, "reversed")
+    assert [(r["refund_reference"], r["amount"], r["refunded_total"], r["clawback"])
+            for r in entry["reversals"]] == [("R-1", 50, 990, False), ("R-2", 49, 1980, False),
+                                             ("R-3", 50, 2970, False)]
+    assert_rebuild_equals_live(app, CommissionsProjection(), every_table=True)
     order = api.get("/orders/O-1", min_position=app.last_position()).get_json()
     assert (order["paid"], order["refunded"], order["lines"][0]["refunded"]) == (
         2970, 2970, 2970)
@@ -294,12 +306,13 @@ def test_return_window_and_quantities(api: Api) -> None:
     assert app.last_position() == before
     repair = open_case(api, "O-5", "repair", [("TEA", 1)], case_id="AS-3")
     assert repair["status"] == "requested"
-    # An exchange ends received -> closed in this slice; scrapped goods stay out of stock.
+    # A received exchange is not done until its replacement ships (or it is refunded).
     step(api, "AS-2", "approve")
     received = step(api, "AS-2", "receive", {"restock": False, "warehouse_id": "W1"},
                     role="admin")
     assert received["status"] == "received"
-    assert step(api, "AS-2", "close")["status"] == "closed"
+    assert code_of(api.post("/after-sales/AS-2/close", role="operator")) == \
+        "invalid_transition"
 
 
 def test_invalid_transitions_are_409_and_record_nothing(api: Api) -> None:
@@ -359,14 +372,19 @@ def test_refund_only_before_dispatch_releases_the_reservation(api: Api) -> None:
 
 def test_a_whole_order_refunded_before_dispatch_ships_nothing(api: Api) -> None:
     app = shop(api)
-    paid_order(api, "O-8", [("TEA", 2), ("CUP", 1)], distributor_id=None)
+    app.settings = replace(app.settings, shipping_fee_minor=800)
+    paid_order(api, "O-8", [("TEA", 2), ("CUP", 1)], distributor_id=None)  # 4988 + 800
     open_case(api, "O-8", "refund_only", [("TEA", 2), ("CUP", 1)], case_id="AS-1")
     step(api, "AS-1", "approve")
     assert refund(api, "AS-1", 2 * 1999 + 990, "R-1").status_code == 200
     at = settle(app)
     order = api.get("/orders/O-8", min_position=at).get_json()
     assert {s["status"] for s in order["shipments"]} == {"cancelled"}
-    assert order["refunded"] == order["paid"] == 4988
+    # Nothing is left to send: the order is cancelled with the last refund, and the
+    # shipping fee, which no case can refund, is refunded with it.
+    assert order["status"] == "cancelled"
+    assert order["refunded"] == order["paid"] == 5788
+    assert books(app)["merchant:refunds"] == 5788
     for sku in ("TEA", "CUP"):
         assert api.get(f"/inventory/{sku}", min_position=at).get_json()["reserved"] == 0
 
@@ -385,6 +403,142 @@ def test_an_order_cancelled_after_a_refund_before_dispatch(api: Api) -> None:
     assert api.get("/inventory/TEA", min_position=at).get_json()["reserved"] == 0
     assert {s["status"] for s in cancelled.get_json()["shipments"]} == {"cancelled"}
     assert books(app)["merchant:refunds"] == 5997
+
+
+def test_a_clawback_after_a_withdrawal_leaves_a_negative_balance_that_blocks_withdrawals(
+        api: Api) -> None:
+    app = shop(api)
+    delivered_order(api, "O-20", [("TEA", 2)])  # delivered Nov 26 02:00 UTC
+    settle(app)
+    # Net 3998: L1 (D2) 399.8 -> 400, L2 (D1) 199.9 -> 200.
+    assert commission(app, "O-20", 1) == {1: (400, 0), 2: (200, 0)}
+    # The customer asks to return both inside the window; the goods take their time.
+    set_clock(api, LATER)
+    open_case(api, "O-20", "return_refund", [("TEA", 2)], case_id="AS-20")
+    step(api, "AS-20", "approve")
+    # The window closes Dec 3: the order completes; 7 days later its commission matures.
+    for day in (4, 11):
+        set_clock(api, NOW.replace(day=1, month=12) + timedelta(days=day - 1, hours=3))
+        assert api.post("/admin/tick", role="admin").status_code == 200
+        settle(app)  # the tick finds what is due in the read models
+    assert app.order("O-20").status == "completed"
+    earned = api.get("/distributors/D2/earnings", role="auditor",
+                     min_position=app.last_position()).get_json()
+    assert (earned["pending"], earned["available"]) == (0, 400)
+    # D2 withdraws all of it and is paid.
+    asked = api.post("/distributors/D2/withdrawals", {"amount": money(400)}, role="admin")
+    assert asked.status_code == 201, asked.get_json()
+    paid_out = api.post(f"/withdrawals/{asked.get_json()['withdrawal_id']}/approve",
+                        {"payment_reference": "BANK-1"}, role="admin")
+    assert paid_out.status_code == 200, paid_out.get_json()
+    # Then the goods arrive and are refunded in full: the matured commission is clawed
+    # back from available, which goes negative and is carried forward.
+    step(api, "AS-20", "receive", {"restock": True, "warehouse_id": "W1"}, role="warehouse")
+    assert refund(api, "AS-20", 3998, "R-20").status_code == 200
+    settle(app)
+    assert commission(app, "O-20", 1) == {1: (400, 400), 2: (200, 200)}
+    earned = api.get("/distributors/D2/earnings", role="auditor",
+                     min_position=app.last_position()).get_json()
+    assert (earned["available"], earned["paid_out"], earned["reversed"]) == (-400, 400, 400)
+    entries = api.get("/distributors/D2/commissions", role="auditor",
+                      min_position=app.last_position()).get_json()["items"]
+    (entry,) = [e for e in entries if e["order_id"] == "O-20"]
+    assert [(r["refund_reference"], r["amount"], r["clawback"]) for r in entry["reversals"]
+            ] == [("R-20", 400, True)]
+    # A negative balance blocks every withdrawal until it is covered; nothing is recorded.
+    before = app.last_position()
+    blocked = api.post("/distributors/D2/withdrawals", {"amount": money(100)}, role="admin")
+    assert blocked.status_code == 409 and code_of(blocked) == "insufficient_balance"
+    assert app.last_position() == before
+    ledger = books(app)
+    # Debit minus credit: a liability in debit by 400 is D2 owing the merchant 400.
+    assert ledger["distributor:D2:available"] == 400 and sum(ledger.values()) == 0
+
+
+def test_an_exchange_ships_its_replacement_through_fulfilment(api: Api) -> None:
+    app = shop(api)
+    delivered_order(api, "O-21", [("TEA", 2)])  # W1: 10 TEA, 2 issued
+    set_clock(api, LATER)
+    open_case(api, "O-21", "exchange", [("TEA", 1)], case_id="AS-21")
+    step(api, "AS-21", "approve")
+    step(api, "AS-21", "receive", {"restock": True, "warehouse_id": "W1"}, role="warehouse")
+    shipped = step(api, "AS-21", "ship", role="warehouse")
+    assert shipped["status"] == "exchanged"
+    [sent] = shipped["shipments"]
+    assert (sent["source"], sent["case_id"], sent["warehouse_id"], sent["lines"]) == (
+        "exchange", "AS-21", "W1", [{"sku": "TEA", "quantity": 1}])
+    # The replacement is reserved like an order's: 8 + 1 back = 9 on hand, 1 reserved.
+    assert stock(api, "TEA", "W1", app.last_position()) == (9, 1)
+    out = dispatched(api, sent["shipment_id"])
+    assert stock(api, "TEA", "W1", app.last_position()) == (8, 0)
+    reply = carrier_event(api, out["carrier"], "E-AS-21", out["tracking_number"],
+                          "delivered", "2026-11-28T08:00:00+08:00")
+    assert reply.status_code == 200, reply.get_json()
+    assert step(api, "AS-21", "close")["status"] == "closed"
+    case = api.get("/after-sales/AS-21", role="auditor",
+                   min_position=app.last_position()).get_json()
+    assert [h["status"] for h in case["history"]] == [
+        "requested", "approved", "received", "exchanged", "closed"]
+    assert [(s["shipment_id"], s["status"]) for s in case["shipments"]] == [
+        (sent["shipment_id"], "delivered")]
+    # No money moved: the order and its commission are as they were.
+    order = api.get("/orders/O-21", min_position=app.last_position()).get_json()
+    assert (order["status"], order["refunded"]) == ("delivered", 0)
+    settle(app)
+    assert commission(app, "O-21", 1) == {1: (400, 0), 2: (200, 0)}
+    for projection in (AfterSalesProjection(), ShipmentsProjection()):
+        assert_rebuild_equals_live(app, projection, every_table=True)
+
+
+def test_an_exchange_whose_replacement_is_out_of_stock_is_refunded_instead(
+        api: Api) -> None:
+    app = shop(api)
+    delivered_order(api, "O-22", [("CUP", 5)])  # every CUP there is (W2 had 5)
+    set_clock(api, LATER)
+    open_case(api, "O-22", "exchange", [("CUP", 2)], case_id="AS-22")
+    step(api, "AS-22", "approve")
+    # The two returned are broken: scrapped, not restocked.
+    step(api, "AS-22", "receive", {"restock": False, "warehouse_id": "W2"}, role="warehouse")
+    before = app.last_position()
+    short = api.post("/after-sales/AS-22/ship", role="warehouse")
+    assert short.status_code == 409 and code_of(short) == "insufficient_stock"
+    assert short.get_json()["error"]["details"] | {"lines": None} == {
+        "sku": "CUP", "requested": 2, "available": 0, "lines": None}
+    assert app.last_position() == before  # nothing reserved, nothing recorded
+    assert stock(api, "CUP", "W2", before) == (0, 0)
+    # The operator refunds the two instead: 2 × 990, and their commission is reversed.
+    done = refund(api, "AS-22", 1980, "R-22")
+    assert done.status_code == 200 and done.get_json()["status"] == "refunded"
+    settle(app)
+    # Net 4950: L1 495, L2 247.5 -> 248; two fifths reversed: 198 and 99.2 -> 99.
+    assert commission(app, "O-22", 1) == {1: (495, 198), 2: (248, 99)}
+    assert step(api, "AS-22", "close")["status"] == "closed"
+
+
+def test_a_repair_goes_back_to_the_customer_without_touching_stock(api: Api) -> None:
+    app = shop(api)
+    delivered_order(api, "O-23", [("TEA", 1)])
+    set_clock(api, LATER + timedelta(days=30))  # long after the window: repairs still go
+    open_case(api, "O-23", "repair", [("TEA", 1)], case_id="AS-23")
+    step(api, "AS-23", "approve")
+    before = app.last_position()
+    restocked = api.post("/after-sales/AS-23/receive", {"restock": True, "warehouse_id": "W1"},
+                         role="warehouse")
+    assert restocked.status_code == 409 and code_of(restocked) == "not_restockable"
+    assert app.last_position() == before
+    step(api, "AS-23", "receive", {"restock": False, "warehouse_id": "W1"}, role="warehouse")
+    at = app.last_position()
+    assert stock(api, "TEA", "W1", at) == (9, 0)
+    repaired = step(api, "AS-23", "ship", role="operator")
+    assert repaired["status"] == "repaired"
+    [back] = repaired["shipments"]
+    assert (back["source"], back["warehouse_id"]) == ("repair", "W1")
+    dispatched(api, back["shipment_id"])
+    # The customer's own goods went out: the warehouse's stock is as it was.
+    assert stock(api, "TEA", "W1", app.last_position()) == (9, 0)
+    again = api.post("/after-sales/AS-23/ship", role="operator")
+    assert again.status_code == 409 and code_of(again) == "invalid_transition"
+    assert step(api, "AS-23", "close")["status"] == "closed"
 
 
 # -- who may do what, and bad input -----------------------------------------------------

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from domain.aftersales import Case
+from domain.aftersales import Case, NotRestockable
 from domain.errors import InvalidCommand, InvalidTransition
 
 T0 = datetime(2026, 11, 25, tzinfo=timezone.utc)
@@ -33,22 +33,57 @@ def test_a_return_goes_requested_approved_received_refunded_closed() -> None:
     ("return_refund", ["refund"]),             # not received yet
     ("refund_only", ["approve", "receive"]),   # nothing comes back
     ("compensation", ["close"]),               # not paid yet
-    ("exchange", ["approve", "refund"]),       # an exchange refunds nothing
+    ("exchange", ["approve", "refund"]),       # not received yet
+    ("exchange", ["approve", "receive", "close"]),  # not done until shipped or refunded
+    ("repair", ["approve", "receive", "refund"]),   # a repair refunds nothing
+    ("return_refund", ["approve", "receive", "ship"]),  # a return ships nothing back
+    ("repair", ["approve", "ship"]),           # nothing to send back yet
     ("repair", ["reject", "approve"]),         # rejected is final but for closing
 ])
 def test_other_transitions_are_refused_and_record_nothing(type: str,
                                                           steps: list[str]) -> None:
     c = case(type, 500 if type == "compensation" else None)
+    commands = {"refund": lambda: c.refund(1, "R", [], "ops", T0),
+                "receive": lambda: c.receive("W1", False, "wh", T0),
+                "close": lambda: c.close("ops", T0),
+                "ship": lambda: c.ship(SENT, "wh", T0),
+                "approve": lambda: c.approve("ops", T0),
+                "reject": lambda: c.reject("ops", T0)}
     for name in steps[:-1]:
-        {"approve": lambda: c.approve("ops", T0), "reject": lambda: c.reject("ops", T0)}[name]()
+        commands[name]()
     version = c.version
-    last = {"refund": lambda: c.refund(1, "R", [], "ops", T0),
-            "receive": lambda: c.receive("W1", False, "wh", T0),
-            "close": lambda: c.close("ops", T0),
-            "approve": lambda: c.approve("ops", T0)}[steps[-1]]
     with pytest.raises(InvalidTransition):
-        last()
+        commands[steps[-1]]()
     assert c.version == version
+
+
+SENT = [{"shipment_id": "SH1", "warehouse_id": "W1", "lines": [{"sku": "TEA", "quantity": 2}]}]
+
+
+@pytest.mark.parametrize("type, status", [("exchange", "exchanged"), ("repair", "repaired")])
+def test_an_exchange_or_a_repair_ships_then_closes(type: str, status: str) -> None:
+    c = case(type)
+    c.approve("ops", T0)
+    c.receive("W2", False, "wh", T0)
+    assert c.received_at_warehouse == "W2"
+    c.ship(SENT, "wh", T0)
+    assert (c.status, c.shipment_ids) == (status, ["SH1"])
+    c.close("ops", T0)
+    assert [h["status"] for h in c.history][-3:] == ["received", status, "closed"]
+
+
+def test_a_repair_is_never_restocked_and_an_exchange_may_be_refunded_instead() -> None:
+    repair = case("repair")
+    repair.approve("ops", T0)
+    version = repair.version
+    with pytest.raises(NotRestockable):
+        repair.receive("W1", True, "wh", T0)
+    assert repair.version == version
+    exchange = case("exchange")
+    exchange.approve("ops", T0)
+    exchange.receive("W1", True, "wh", T0)
+    exchange.refund(100, "R-1", [], "ops", T0)  # the replacement could not be sent
+    assert exchange.status == "refunded"
 
 
 def test_requests_are_checked() -> None:

@@ -70,6 +70,7 @@ GET /coupons; GET /coupons/{code}; GET /promotions;
 POST /after-sales; POST /after-sales/{case_id}/approve; POST /after-sales/{case_id}/reject;
 POST /after-sales/{case_id}/receive; POST /after-sales/{case_id}/refund;
 POST /after-sales/{case_id}/close; GET /after-sales/{case_id}; GET /after-sales;
+POST /after-sales/{case_id}/ship;
 GET /health; POST /admin/tick
 """
 

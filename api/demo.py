@@ -1,7 +1,8 @@
 """Demo data for `fenxiao demo`, all through the ordinary commands: a small catalog with
 stock in two warehouses, two distributors (the second referred by the first), a carrier, a
-coupon, and orders in each state a newcomer should see: placed, paid (fulfilling),
-shipped, delivered."""
+coupon, orders in each state a newcomer should see: placed, paid (fulfilling), shipped,
+delivered; and after-sales cases: a return refunded (its commission reversed by the worker)
+and an exchange whose replacement is on its way."""
 from __future__ import annotations
 
 from commands import Fenxiao
@@ -37,7 +38,8 @@ def load_demo(app: Fenxiao) -> int:
     run(lambda: app.adjust_stock("CUP-GW-6", "WH-EAST", -2, "broken in handling"))
     run(lambda: app.transfer_stock("TEA-LJ-250", "WH-EAST", "WH-SOUTH", 20))
     load_network(app, context)
-    return load_orders(app, context)
+    load_orders(app, context)
+    return load_aftersales(app, context)
 
 
 def load_network(app: Fenxiao, context: CommandContext) -> int:
@@ -59,6 +61,7 @@ ORDERS = {
     "DEMO-O2": ([("TEA-PE-357", 1)], "DEMO-D1", "shipped"),
     "DEMO-O3": ([("SET-TRAVEL", 1), ("CUP-GW-6", 2)], "DEMO-D2", "paid"),
     "DEMO-O4": ([("TEA-LJ-250", 1)], None, "placed"),
+    "DEMO-O5": ([("CUP-GW-6", 2)], "DEMO-D1", "delivered"),
 }
 STEPS = ("placed", "paid", "shipped", "delivered")
 
@@ -101,3 +104,19 @@ def ship(app: Fenxiao, run, order_id: str, delivered: bool) -> int:
                 dispatched["carrier"], f"DEMO-EV-{shipment_id}", dispatched["tracking_number"],
                 "delivered", app.clock()))["position"]
     return position
+
+
+def load_aftersales(app: Fenxiao, context: CommandContext) -> int:
+    """One cup of DEMO-O5 returned and refunded; one of DEMO-O1 exchanged and re-sent."""
+    run = lambda command: app.execute(command, context=context).body  # noqa: E731
+    run(lambda: app.request_case("DEMO-O5", "return_refund", [("CUP-GW-6", 1)],
+                                 "a cup arrived cracked", case_id="DEMO-AS1"))
+    run(lambda: app.approve_case("DEMO-AS1"))
+    run(lambda: app.receive_case("DEMO-AS1", "WH-EAST", restock=False))
+    paid = app.order("DEMO-O5").line_of("CUP-GW-6")["paid_minor"]
+    run(lambda: app.refund_case("DEMO-AS1", paid // 2, "DEMO-REFUND-1"))
+    run(lambda: app.request_case("DEMO-O1", "exchange", [("CUP-GW-6", 1)],
+                                 "wrong glaze colour", case_id="DEMO-AS2"))
+    run(lambda: app.approve_case("DEMO-AS2"))
+    run(lambda: app.receive_case("DEMO-AS2", "WH-EAST", restock=True))
+    return run(lambda: app.ship_case("DEMO-AS2"))["position"]

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FENXIAO := $(VENV)/bin/fenxiao
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-quick bench clean
+.PHONY: install browser run test test-quick bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,20 +15,32 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 ## Migrate the embedded SQLite database, load demo data if it is empty, print an admin
-## token, and serve the API (with the projection worker) on http://127.0.0.1:8000.
+## token, and serve the API (with the projection worker, which also seals the log with a
+## key kept in var/seal.key unless FENXIAO_SEAL_KEY is set) on http://127.0.0.1:8000.
 run: install
 	$(FENXIAO) db upgrade
 	$(FENXIAO) demo --if-empty
 	@TOKEN=$$($(FENXIAO) token create --role admin --name "admin-$$(date +%Y%m%d%H%M%S)-$$$$") && \
 	  printf '\n  Admin token (use as: Authorization: Bearer <token>):\n\n    export TOKEN=%s\n\n' "$$TOKEN"
-	$(FENXIAO) serve --host 127.0.0.1 --port 8000
+	@mkdir -p var && test -s var/seal.key || (umask 077 && \
+	  $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > var/seal.key)
+	FENXIAO_SEAL_KEY="$${FENXIAO_SEAL_KEY:-$$(cat var/seal.key)}" \
+	  $(FENXIAO) serve --host 127.0.0.1 --port 8000
+
+## Headless chromium and its driver for the console's browser test
+## (tests/test_console_browser.py), from Debian's packages when missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || ( \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
 ## The whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432 must be up).
-test: install
+test: install browser
 	$(PY) -m pytest
 
 ## The same with the quick hypothesis profile, for iterating.
-test-quick: install
+test-quick: install browser
 	HYPOTHESIS_PROFILE=dev $(PY) -m pytest -x
 
 bench: install

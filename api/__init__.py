@@ -9,6 +9,11 @@ from flask_limiter.util import get_remote_address
 
 from api import (aftersales, catalog, distributors, errors, fulfilment, guards, notifications, ops, orders,
                  promotions, purchasing, stock)
+from api import reports
+from api import audit
+from api import exports
+from api import seal
+from api import console  # HTML pages at /console: not part of the JSON API
 from api.openapi import FenxiaoApi
 from commands import Fenxiao
 from commands.settings import Settings
@@ -16,7 +21,8 @@ from projections import all_projections
 from projections.runner import ProjectionRunner
 
 BLUEPRINTS = (catalog.blp, stock.blp, distributors.blp, orders.blp, fulfilment.blp,
-              promotions.blp, purchasing.blp, notifications.blp, ops.blp, aftersales.blp)
+              promotions.blp, purchasing.blp, notifications.blp, ops.blp, aftersales.blp, reports.blp,
+              audit.blp, exports.blp, seal.blp)
 
 
 def create_app(settings: Settings | None = None, *, application: Fenxiao | None = None,
@@ -43,6 +49,7 @@ def create_app(settings: Settings | None = None, *, application: Fenxiao | None 
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     flask.extensions["fenxiao"] = application
+    console.register(flask)
     if settings.rate_limit:
         limit_rate(flask, settings.rate_limit)
     if start_worker:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -32,6 +33,10 @@ def main() -> None:
     """
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("fenxiao").setLevel(logging.INFO)
+    try:  # a setting out of range or not a number: say which, before anything starts
+        Settings.from_env()
+    except ValueError as bad:
+        raise click.ClickException(f"bad setting: {bad}") from None
 
 
 @main.group()
@@ -177,7 +182,8 @@ def projections() -> None:
 @projections.command("rebuild")
 @click.argument("name", required=False)
 def projections_rebuild(name: str | None) -> None:
-    """Rebuild one projection (or all) from the event log, with progress."""
+    """Rebuild one projection (or all) from the event log, with progress: each is built
+    aside and swapped in at once, so readers never see it half built."""
     from tqdm import tqdm
 
     from projections import all_projections
@@ -231,6 +237,204 @@ def projections_retry(name: str) -> None:
             f"no projection named {name}; one of {', '.join(runner.names())}")
     applied, remaining = runner.retry_parked(name)
     click.echo(f"{name}: {applied} applied, {remaining} still parked")
+
+
+@main.group()
+def audit() -> None:
+    """Audit: prove the books and the read models from the log alone."""
+
+
+@audit.command("as-of")
+@click.argument("position", type=click.IntRange(min=0))
+@click.option("--view", required=True, help="The read model: a projection's name.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]),
+              default="table", show_default=True)
+@click.option("--table", "table_name", default=None,
+              help="Only this table of the view (csv needs one when the view has several).")
+@click.option("--output", type=click.File("w", encoding="utf-8", lazy=True), default="-",
+              help="Write here instead of stdout.")
+def audit_as_of(position: int, view: str, fmt: str, table_name: str | None,
+                output: Any) -> None:
+    """Build the read model VIEW from the log up to POSITION in scratch tables (the live
+    ones are not touched; the scratch ones are dropped after) and print its tables."""
+    from commands.exports import write_tables
+    from projections import all_projections
+    from projections.scratch import as_of
+
+    app = _app()
+    found = {p.name: p for p in all_projections()}
+    if view not in found:
+        raise click.ClickException(f"no view named {view}; one of {', '.join(found)}")
+    tables = list(found[view].tables)
+    if table_name is not None:
+        tables = [t for t in tables if t.name == table_name]
+        if not tables:
+            raise click.ClickException(
+                f"view {view} has no table {table_name}; its tables: "
+                f"{', '.join(t.name for t in found[view].tables)}")
+    if fmt == "csv" and len(tables) > 1:
+        raise click.ClickException(f"view {view} has several tables; choose one with "
+                                   f"--table ({', '.join(t.name for t in tables)})")
+    head = app.last_position()
+    if position > head:
+        raise click.ClickException(f"position {position} is beyond the log head {head}")
+    with click.progressbar(length=max(position, 1), label=f"{view} as of {position}",
+                           file=sys.stderr) as bar:
+        rows = as_of(app, found[view], position, progress=bar.update)
+    write_tables(tables, rows, fmt, output, view=view, position=position)
+
+
+@audit.command("check")
+def audit_check() -> None:
+    """Rebuild every projection from the log in scratch tables, each up to the position
+    its live tables are at, and compare them row by row; name every difference and exit
+    with status 1 if there is any."""
+    from projections import all_projections
+    from projections.scratch import compare_with_rebuild, live_snapshot
+
+    app = _app()
+    differences = []
+    for projection in all_projections():
+        position, live_rows = live_snapshot(app, projection)
+        with click.progressbar(length=max(position, 1), label=projection.name,
+                               file=sys.stderr) as bar:
+            differences += compare_with_rebuild(app, projection, position, live_rows,
+                                                progress=bar.update)
+    shown: dict[tuple[str, str], int] = {}
+    for difference in differences:
+        where = (difference.projection, difference.table)
+        shown[where] = shown.get(where, 0) + 1
+        if shown[where] <= AUDIT_CHECK_SHOWN:
+            click.echo(difference.describe())
+    for (name, table), count in shown.items():
+        if count > AUDIT_CHECK_SHOWN:
+            click.echo(f"{name}: {table}: {count - AUDIT_CHECK_SHOWN} more differences")
+    if differences:
+        click.echo(f"{len(differences)} rows differ from a rebuild from the log", err=True)
+        sys.exit(1)
+    click.echo(f"every projection equals its rebuild from the log "
+               f"({len(all_projections())} projections)")
+
+
+AUDIT_CHECK_SHOWN = 20  # differences listed per table; the rest are counted
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the HMAC chain over the event log (key: FENXIAO_SEAL_KEY) and print a
+    JSON summary. Exit status 0: intact; 1: a position was altered, inserted or deleted,
+    or a seal forged (the summary names it); 2: it cannot be checked (the key is unset or
+    too short)."""
+    import json
+
+    from projections.seal import exit_status, verify
+
+    app = _app(check_store=False)  # the chain covers the bytes as stored: no cipher key
+    try:
+        report = verify(app)
+    finally:
+        app.close()
+    click.echo(json.dumps(report))
+    sys.exit(exit_status(report))
+
+
+@audit.command("seal")
+def audit_seal() -> None:
+    """Seal the events not sealed yet, now (the worker does it continuously)."""
+    from projections.seal import SealKeyError, SealStateError, seal_pending
+
+    app = _app(check_store=False)
+    try:
+        if not app.settings.seal_key:
+            raise click.ClickException("FENXIAO_SEAL_KEY is not set: sealing is disabled")
+        sealed = seal_pending(app)
+    except (SealKeyError, SealStateError) as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        app.close()
+    click.echo(f"{sealed} events sealed", err=True)
+
+
+@main.group()
+def export() -> None:
+    """Exports for auditors, as CSV: live, or as of a log position or time."""
+
+
+def _export_options(command: Any) -> Any:
+    options = [
+        click.option("--as-of", "as_of", default=None, metavar="POSITION|ISO-8601",
+                     help="As of this log position, or time (the last position at or "
+                          "before it; without an offset: UTC), built from the log."),
+        click.option("--format", "fmt", type=click.Choice(["csv"]), default="csv",
+                     show_default=True),
+        click.option("--output", type=click.File("w", encoding="utf-8", lazy=True),
+                     default="-", help="Write here instead of stdout."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _distributor_option(command: Any) -> Any:
+    return click.option("--distributor", "distributor_id", default=None,
+                        help="Only what concerns this distributor.")(command)
+
+
+@export.command("journal")
+@_export_options
+@_distributor_option
+def export_journal(**options: Any) -> None:
+    """Every journal line in log order (with --distributor: the entries touching it)."""
+    _export("journal", **options)
+
+
+@export.command("trial-balance")
+@_export_options
+def export_trial_balance(**options: Any) -> None:
+    """Each account's debits, credits and balance, and a TOTAL row (balance 0)."""
+    _export("trial-balance", **options)
+
+
+@export.command("statements")
+@_export_options
+@_distributor_option
+def export_statements(**options: Any) -> None:
+    """Each distributor's entries with running balances and what is behind each one."""
+    _export("statements", **options)
+
+
+def _export(kind: str, as_of: str | None, fmt: str, output: Any,
+            distributor_id: str | None = None) -> None:
+    from commands.exports import check_distributor, projections_for, resolve_as_of, write_csv
+    from domain.errors import DomainError
+    from projections.runner import ProjectionRunner
+
+    app = _app()
+    try:
+        if distributor_id is not None:
+            check_distributor(app, distributor_id)
+        position = None if as_of is None else resolve_as_of(app, as_of)
+        needed = projections_for(kind)
+        if position is None:  # the live read models, brought up to the log's head
+            ProjectionRunner(app, needed).catch_up()
+            found, position = _export_rows(app, kind, None, distributor_id, None)
+        else:
+            with click.progressbar(length=max(position * len(needed), 1),
+                                   label=f"{kind} as of {position}", file=sys.stderr) as bar:
+                found, position = _export_rows(app, kind, position, distributor_id,
+                                               bar.update)
+    except DomainError as error:
+        raise click.ClickException(error.message) from None
+    write_csv(kind, found, output)
+    click.echo(f"{kind}: {len(found)} rows as of position {position}", err=True)
+
+
+def _export_rows(app: Any, kind: str, as_of: int | None, distributor_id: str | None,
+                 progress: Any) -> tuple[list[dict[str, Any]], int]:
+    from commands.exports import books, rows
+
+    with books(app, kind, as_of, progress) as source:
+        return rows(source, kind, distributor_id), source.position
 
 
 def _safe(url: str) -> str:

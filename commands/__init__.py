@@ -7,12 +7,13 @@ from commands.ledger import LedgerService
 from commands.orders import OrderService
 from commands.promotions import PromotionService
 from commands.purchasing import PurchasingService
+from commands.reports import ReportService
 from domain.ledger import Wallet
 from domain.stock import StockItem
 
 
 class Fenxiao(AfterSalesService, OrderService, FulfilmentService, PurchasingService, PromotionService,
-              StockService, LedgerService):
+              StockService, LedgerService, ReportService):
     """The application: every service mixed into one event-sourced application."""
 
     name = "fenxiao"

@@ -66,13 +66,22 @@ _touched: contextvars.ContextVar[_Touched | None] = contextvars.ContextVar(
     "fenxiao_touched", default=None)
 
 
+# The application clock's time of the save being recorded (CoreApp.save).
+_save_time: contextvars.ContextVar[datetime | None] = contextvars.ContextVar(
+    "fenxiao_save_time", default=None)
+
+
 class MetadataMapper(Mapper):
-    """Stamps each new event with the metadata of the command that caused it."""
+    """Stamps each new event with the metadata of the command that caused it, and `at`:
+    when it was saved, by the application clock. That is the one clock "as of a time"
+    goes by for stock, orders and ledger alike (commands/audit.py); every event of one
+    save has the same `at`, so a time never falls inside a transaction."""
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         state = domain_event.__dict__
         if "meta" not in state:
-            state["meta"] = _current_context.get().as_meta()
+            at = _save_time.get() or datetime.now(timezone.utc)
+            state["meta"] = {**_current_context.get().as_meta(), "at": at}
         return super().to_stored_event(domain_event)
 
 
@@ -363,6 +372,16 @@ class CoreApp(Application):
                 listener(position)
 
     # -- helpers for services ----------------------------------------------------
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """The library's save, with the application clock's time for its events' `at`."""
+        now = self.clock()
+        token = _save_time.set(now.astimezone(timezone.utc) if now.tzinfo
+                               else now.replace(tzinfo=timezone.utc))
+        try:
+            return super().save(*objs, **kwargs)
+        finally:
+            _save_time.reset(token)
 
     def record(self, *aggregates: Aggregate) -> int | None:
         """Save the aggregates atomically; return the log position of the last new event."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_SQLITE_PATH = Path("var") / "fenxiao.db"
@@ -26,6 +26,10 @@ class Settings:
     max_body_bytes: int = 1 << 20
     admin_token: str | None = None
     cipher_key: str | None = None
+    # HMAC key of the event log's seal (projections/seal.py). Unset: sealing is disabled and
+    # `audit verify` says so (not "ok"): a default key everyone knows would prove nothing.
+    seal_key: str | None = field(default=None, repr=False)
+    console_secret: str | None = None  # signs console cookies; unset: one kept in the store
     binding_days: int = 0  # 0: a customer stays bound to the first referrer for good
     self_purchase_commission: bool = False
     min_withdrawal_minor: int = 100
@@ -36,8 +40,30 @@ class Settings:
     shipping_fee_minor: int = 0  # charged per consumer order ...
     free_shipping_min_minor: int | None = None  # ... unless its goods reach this amount
     compensation_reverses_commission: bool = False  # after-sales compensation as a refund
+    # Reports: days of the sales report are calendar days at this offset from UTC (480:
+    # China); replenishment forecasts daily demand over the last `demand_window_days`,
+    # weighting a day half as much every `demand_half_life_days`, and plans with each
+    # SKU's lead time and safety stock, these unless the SKU has its own.
+    report_utc_offset_minutes: int = 0
+    demand_half_life_days: int = 7
+    demand_window_days: int = 56
+    lead_time_days: int = 7
+    safety_stock: int = 0
     rate_limit: str | None = "100 per second"  # per token (or address); None: no limit
     auth_failure_limit: str | None = "20 per minute"  # failed sign-ins per client address
+
+    def __post_init__(self) -> None:
+        """Settings a rule divides by or counts with: refused at start, with the name."""
+        for name, least in (("demand_half_life_days", 1), ("demand_window_days", 1),
+                            ("lead_time_days", 0), ("safety_stock", 0),
+                            ("return_window_days", 0), ("commission_freeze_days", 0),
+                            ("reservation_timeout_s", 1), ("promised_days", 1),
+                            ("shipping_fee_minor", 0), ("min_withdrawal_minor", 1)):
+            if getattr(self, name) < least:
+                raise ValueError(f"setting {name} must be at least {least}, "
+                                 f"not {getattr(self, name)}")
+        if not -16 * 60 <= self.report_utc_offset_minutes <= 16 * 60:
+            raise ValueError("setting report_utc_offset_minutes must be within ±960 minutes")
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -46,6 +72,8 @@ class Settings:
             "currency": os.environ.get("FENXIAO_CURRENCY", "CNY"),
             "admin_token": os.environ.get("FENXIAO_ADMIN_TOKEN") or None,
             "cipher_key": os.environ.get("FENXIAO_CIPHER_KEY") or None,
+            "seal_key": os.environ.get("FENXIAO_SEAL_KEY") or None,
+            "console_secret": os.environ.get("FENXIAO_CONSOLE_SECRET") or None,
         }
         for name, key in (("projection_batch_size", "FENXIAO_PROJECTION_BATCH_SIZE"),
                           ("binding_days", "FENXIAO_BINDING_DAYS"),
@@ -55,7 +83,12 @@ class Settings:
                           ("commission_freeze_days", "FENXIAO_COMMISSION_FREEZE_DAYS"),
                           ("promised_days", "FENXIAO_PROMISED_DAYS"),
                           ("shipping_fee_minor", "FENXIAO_SHIPPING_FEE"),
-                          ("free_shipping_min_minor", "FENXIAO_FREE_SHIPPING_MIN")):
+                          ("free_shipping_min_minor", "FENXIAO_FREE_SHIPPING_MIN"),
+                          ("report_utc_offset_minutes", "FENXIAO_REPORT_UTC_OFFSET_MINUTES"),
+                          ("demand_half_life_days", "FENXIAO_DEMAND_HALF_LIFE_DAYS"),
+                          ("demand_window_days", "FENXIAO_DEMAND_WINDOW_DAYS"),
+                          ("lead_time_days", "FENXIAO_LEAD_TIME_DAYS"),
+                          ("safety_stock", "FENXIAO_SAFETY_STOCK")):
             if os.environ.get(key):
                 values[name] = int(os.environ[key])
         if "FENXIAO_RATE_LIMIT" in os.environ:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from projections.aftersales import AfterSalesProjection
+from projections.audit_checkpoints import AuditCheckpointsProjection
 from projections.base import Projection
 from projections.catalog import CatalogProjection
 from projections.commissions import CommissionsProjection
@@ -12,6 +13,8 @@ from projections.notifications import NotificationsProjection
 from projections.orders import OrdersProjection
 from projections.promotions import PromotionsProjection
 from projections.purchase_orders import PurchaseOrdersProjection
+from projections.reports import ReportsProjection
+from projections import seal  # noqa: F401  (registers the event log seal's tables)
 from projections.shipments import ShipmentsProjection
 
 
@@ -19,4 +22,5 @@ def all_projections() -> list[Projection]:
     return [CatalogProjection(), InventoryProjection(), DistributorsProjection(),
             CommissionsProjection(), LedgerProjection(), OrdersProjection(), ShipmentsProjection(),
             PromotionsProjection(), PurchaseOrdersProjection(),
-            NotificationsProjection(), AfterSalesProjection()]
+            NotificationsProjection(), AfterSalesProjection(), AuditCheckpointsProjection(),
+            ReportsProjection()]

@@ -2,6 +2,11 @@
 
 The runner (projections/runner.py) feeds a projection batches of decoded events and commits
 the writes of a batch together with the projection's tracking position.
+
+A projection's handlers read and write its own `tables` only (reading the event log is
+fine), through the module-level Table objects: a rebuild, `audit check` and `audit as-of`
+build a projection aside by shadowing exactly those tables with temporary ones on the
+build's connection (projections/scratch.py), so the handlers need no change to write there.
 """
 from __future__ import annotations
 

@@ -22,12 +22,13 @@ every `tick_interval_s`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
 import zlib
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import eventsourcing.persistence
 import sqlalchemy.exc
@@ -43,6 +44,8 @@ from projections.parking import begin_for_savepoints, describe, park, unwrap
 from projections.policies import ProcessManager, all_process_managers
 
 log = logging.getLogger("fenxiao.projections")
+
+READ_WINDOW = 50_000  # log positions one read of a batch looks through, at most
 
 
 class TrackingConflict(Exception):
@@ -117,20 +120,21 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._locks = AdvisoryLocks(app) if self.is_postgres else None
-        app.commit_listeners.append(lambda _position: self._wake.set())
+        self._on_commit = lambda _position: self._wake.set()  # removed by a scratch build
+        app.commit_listeners.append(self._on_commit)
 
     # -- one batch ---------------------------------------------------------------
 
-    def run_batch(self, projection: Projection, *, one_by_one: bool = False) -> int:
-        """Apply the next batch of events to `projection`; return how many positions it
-        moved. `one_by_one` applies each event in its own savepoint and parks those that
-        fail, for a batch that failed as a whole."""
-        with self.app.datastore.transaction(commit=True) as session:
-            conn = session.connection()
+    def run_batch(self, projection: Projection, *, one_by_one: bool = False,
+                  until: int | None = None) -> int:
+        """Apply the next batch of events to `projection` (none after `until`); return how
+        many positions it moved. `one_by_one` applies each event in its own savepoint and
+        parks those that fail, for a batch that failed as a whole."""
+        with self._transaction() as conn:
             if one_by_one:
                 begin_for_savepoints(conn)
             start = self._lock_position(conn, projection.name)
-            rows, end = self._read_batch(conn, projection, start)
+            rows, end = self._read_batch(conn, projection, start, until=until)
             if end == start:
                 return 0
             if one_by_one:
@@ -140,20 +144,33 @@ class ProjectionRunner:
             advance_tracking(conn, projection.name, start, end)
             return end - start
 
+    def _transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """A transaction to write a batch in, as a context giving its connection; a scratch
+        build (projections/scratch.py) gives its own connection instead."""
+        return _session_connection(self.app)
+
     def _read_batch(self, conn: Connection, projection: Projection | ProcessManager,
-                    start: int, limit: int | None = None) -> tuple[list[Any], int]:
-        """The projection's next events after `start`, and the position the batch ends at."""
+                    start: int, limit: int | None = None,
+                    until: int | None = None) -> tuple[list[Any], int]:
+        """The projection's next events after `start` (none after `until`), and the
+        position the batch ends at."""
         limit = limit or self.batch_size
         head = conn.execute(select(func.max(self.events.c.id))).scalar() or 0
+        if until is not None:
+            head = min(head, until)
         if head <= start:
             return [], start
+        # One query looks at a bounded range of positions: over the whole rest of the log,
+        # PostgreSQL may scan all of it (bitmap scan, then sort) for every batch of a busy
+        # projection; a sparse projection just takes a few more, cheap, batches.
+        end = min(head, start + max(READ_WINDOW, limit))
         rows = conn.execute(
             self._event_rows()
-            .where(self.events.c.id > start, self.events.c.id <= head,
+            .where(self.events.c.id > start, self.events.c.id <= end,
                    self.events.c.topic.in_(projection.topics()))
             .order_by(self.events.c.id).limit(limit)).all()
-        # Fewer rows than asked for means nothing relevant is left up to the head.
-        return rows, rows[-1].id if len(rows) == limit else head
+        # Fewer rows than asked for means nothing relevant is left up to `end`.
+        return rows, rows[-1].id if len(rows) == limit else end
 
     def _event_rows(self) -> Any:
         return select(self.events.c.id, self.events.c.originator_id,
@@ -199,15 +216,17 @@ class ProjectionRunner:
             topic=row.topic, state=bytes(state) if isinstance(state, memoryview) else state))
 
     def catch_up(self, names: Iterable[str] | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None,
+                 until: int | None = None) -> None:
         """Run batches until every named projection and process manager (default all)
-        is at the log head."""
+        is at the log head, or at position `until` (one already past it stays put)."""
         for name in self.names() if names is None else names:
             if name in self.process_managers:
                 run = functools.partial(self._run_process_batch_retrying,
-                                        self.process_managers[name])
+                                        self.process_managers[name], until)
             else:
-                run = functools.partial(self._run_batch_retrying, self.projections[name])
+                run = functools.partial(self._run_batch_retrying, self.projections[name],
+                                        until)
             while n := run():
                 if progress:
                     progress(n)
@@ -216,10 +235,10 @@ class ProjectionRunner:
         """Projections first: the process managers' commands are read back by them."""
         return [*self.projections, *self.process_managers]
 
-    def _run_batch_retrying(self, projection: Projection) -> int:
+    def _run_batch_retrying(self, projection: Projection, until: int | None = None) -> int:
         before = self.position(projection.name)
         try:
-            return self.run_batch(projection)
+            return self.run_batch(projection, until=until)
         except TrackingConflict:
             return 1  # someone else advanced it; read again from their position
         except Exception as error:
@@ -232,20 +251,21 @@ class ProjectionRunner:
             log.warning("%s: a batch failed (%s); applying its events one by one",
                         projection.name, describe(error))
         try:
-            return self.run_batch(projection, one_by_one=True)
+            return self.run_batch(projection, one_by_one=True, until=until)
         except TrackingConflict:
             return 1
 
     # -- process managers ------------------------------------------------------------
 
-    def run_process_batch(self, manager: ProcessManager) -> int:
+    def run_process_batch(self, manager: ProcessManager, until: int | None = None) -> int:
         """Issue the commands of `manager`'s next batch of events, then advance its
         position; return how many positions it moved. Each command is its own
         transaction, keyed by its cause: if anything stops us before the tracking write,
         the batch is delivered again and its done commands answer "already done"."""
         start = self._start_position(manager.name)
         with self.app.engine.connect() as conn:
-            rows, end = self._read_batch(conn, manager, start, self.process_batch_size)
+            rows, end = self._read_batch(conn, manager, start, self.process_batch_size,
+                                         until)
         if end == start:
             return 0
         refused = [(row, error) for row in rows
@@ -280,9 +300,10 @@ class ProjectionRunner:
                 start = conn.execute(query).scalar_one()
         return start
 
-    def _run_process_batch_retrying(self, manager: ProcessManager) -> int:
+    def _run_process_batch_retrying(self, manager: ProcessManager,
+                                    until: int | None = None) -> int:
         try:
-            return self.run_process_batch(manager)
+            return self.run_process_batch(manager, until)
         except TrackingConflict:
             return 1  # another runner issued the same (keyed) commands and won
 
@@ -303,19 +324,19 @@ class ProjectionRunner:
     # -- rebuilds ----------------------------------------------------------------------
 
     def rebuild(self, name: str, progress: Callable[[int], None] | None = None) -> None:
-        """Empty a projection's tables and replay the whole log into them."""
+        """Replay the whole log into scratch tables, then swap them in: one transaction
+        replaces the live rows, the projection's parked events (the replay met those
+        events again; whichever still fail are parked anew) and its position, so readers
+        see the old read model or the new, never a half-built one. Events logged during
+        the build are then applied as any others (projections/scratch.py)."""
         if name in self.process_managers:
             raise ValueError(f"{name} is a process manager: its commands are facts in the "
                              "log, not a read model to rebuild")
-        projection = self.projections[name]
-        with self.app.datastore.transaction(commit=True) as session:
-            conn = session.connection()
-            projection.clear(conn)
-            # The replay meets those events again; whichever still fail are parked anew.
-            conn.execute(parked_events.delete().where(parked_events.c.projection == name))
-            # Reset rather than delete, so an in-flight batch of another runner fails its
-            # compare-and-set instead of inserting a fresh, later position.
-            conn.execute(update(tracking).where(tracking.c.name == name).values(position=0))
+        from projections.scratch import ScratchBuild  # it builds on this module
+
+        with ScratchBuild(self.app, [self.projections[name]], self.batch_size) as build:
+            build.build(progress=progress)
+            build.swap(name)
         self.catch_up([name], progress)
 
     # -- parked events -------------------------------------------------------------
@@ -400,6 +421,8 @@ class ProjectionRunner:
             self.stop()
 
     def _loop(self) -> None:
+        from projections.seal import seal_in_worker  # it builds on this module
+
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -408,6 +431,7 @@ class ProjectionRunner:
             except Exception:  # keep serving; the next wake-up retries from the log
                 log.exception("projection batch failed; retrying")
                 self._stop.wait(1.0)
+            seal_in_worker(self.app, self._locks)  # the log's HMAC chain; never raises
             self._wake.wait(self.poll_interval_s)
 
     def _tick_loop(self) -> None:
@@ -450,6 +474,13 @@ class ProjectionRunner:
             except Exception:
                 log.warning("LISTEN connection lost; polling until it is back", exc_info=True)
                 self._stop.wait(1.0)
+
+
+@contextlib.contextmanager
+def _session_connection(app: CoreApp) -> Iterator[Connection]:
+    """The datastore's transaction (on SQLite it holds the process's write lock)."""
+    with app.datastore.transaction(commit=True) as session:
+        yield session.connection()
 
 
 class AdvisoryLocks:

@@ -71,7 +71,12 @@ POST /after-sales; POST /after-sales/{case_id}/approve; POST /after-sales/{case_
 POST /after-sales/{case_id}/receive; POST /after-sales/{case_id}/refund;
 POST /after-sales/{case_id}/close; GET /after-sales/{case_id}; GET /after-sales;
 POST /after-sales/{case_id}/ship;
-GET /health; POST /admin/tick
+GET /health; POST /admin/tick;
+GET /audit/exports/journal.csv; GET /audit/exports/trial-balance.csv; GET /audit/exports/statements.csv;
+GET /reports/sales; GET /reports/replenishment; POST /products/{sku}/replenishment;
+GET /audit/verify;
+GET /audit/events; GET /audit/trial-balance; GET /audit/accounts/{account}/balance;
+GET /audit/orders/{order_id}; GET /audit/distributors/{distributor_id}/earnings
 """
 
 

@@ -47,7 +47,8 @@ def objects_of(api: Api, distributor_id: str) -> dict[str, str]:
     return {"distributor_id": distributor_id, "withdrawal_id": f"W-{distributor_id}",
             "case_id": f"AS-{distributor_id}",
             "order_id": f"O-{distributor_id}", "purchase_order_id": f"PO-{distributor_id}",
-            "shipment_id": paid.get_json()["shipments"][0]["shipment_id"]}
+            "shipment_id": paid.get_json()["shipments"][0]["shipment_id"],
+            "account": f"distributor:{distributor_id}:pending"}
 
 
 def test_a_distributor_gets_404_on_every_route_naming_another_distributors_object(

@@ -33,3 +33,12 @@ def test_upgrade_demo_tokens_and_rebuild(sqlite_url: str) -> None:
     assert invoke(sqlite_url, "projections", "rebuild").exit_code == 0
     unknown = invoke(sqlite_url, "projections", "rebuild", "nope")
     assert unknown.exit_code != 0 and "inventory" in unknown.output
+
+
+def test_a_setting_out_of_range_stops_every_command_and_names_it(sqlite_url: str) -> None:
+    for env in ({"FENXIAO_DEMAND_HALF_LIFE_DAYS": "0"}, {"FENXIAO_RETURN_WINDOW_DAYS": "-1"},
+                {"FENXIAO_LEAD_TIME_DAYS": "seven"}):
+        result = CliRunner().invoke(main, ["db", "upgrade"],
+                                    env={"FENXIAO_DATABASE_URL": sqlite_url, **env})
+        assert result.exit_code == 1, result.output
+        assert "bad setting" in result.output

@@ -51,8 +51,8 @@ from api import stock as stock_api
 from api.auth import Principal, authenticate
 from api.errors import ApiError
 from api.http import decode_cursor, fenxiao, page, read_position
-from api.reports import DateOrTime, ReplenishmentQuery
-from api.reports import _key_after as sales_key_after
+from api.reports import (DateOrTime, ReplenishmentQuery, replenishment_rows, rows_after,
+                         sales_key_after)
 from api.schemas import Id, PageQuery, ReadQuery, Str
 from commands import audit as audit_log
 from commands.app import StoreMismatch
@@ -67,13 +67,12 @@ from domain.stock import StockItem
 from projections.commissions import CommissionsProjection, commissions_of
 from projections.distributors import DistributorsProjection, direct_downline, get_distributor
 from projections.distributors import distributors as distributors_table
-from projections.inventory import InventoryProjection, list_inventory
+from projections.inventory import list_inventory
 from projections.ledger import LedgerProjection, earnings_of
 from projections.ledger import earnings as earnings_table
 from projections.orders import get_order, list_orders
 from projections.orders import orders as orders_table
-from projections.reports import (GROUPS, ReportsProjection, replenishment_report, report_range,
-                                 sales_report, sales_totals)
+from projections.reports import GROUPS, ReportsProjection, report_range, sales_report, sales_totals
 from projections.seal import verify
 
 log = logging.getLogger("fenxiao.console")
@@ -642,18 +641,9 @@ def replenishment(principal: Principal) -> Response:
     """The replenishment report (GET /reports/replenishment); `low_only` is the
     low-stock list."""
     query = load_query(ReplenishmentQuery())
-    app = fenxiao()
-    after = decode_cursor(query["cursor"], str, str)
-    position = read_position([InventoryProjection.name, ReportsProjection.name],
-                             query["min_position"])
-    now = app.clock()
-    with app.engine.connect() as conn:
-        rows = replenishment_report(conn, app.settings, now, sku=query["sku"],
-                                    warehouse_id=query["warehouse_id"],
-                                    low_only=query["low_only"])
+    rows, position, now = replenishment_rows(query)
     low = sum(1 for row in rows if row["available"] < row["reorder_point"])
-    if after is not None:
-        rows = [row for row in rows if (row["sku"], row["warehouse_id"]) > tuple(after)]
+    rows = rows_after(rows, query["cursor"])
     listing = page(rows[:query["limit"] + 1], query["limit"],
                    lambda row: [row["sku"], row["warehouse_id"]])
     return render("replenishment.html", position=position, query=query, now=now, low=low,

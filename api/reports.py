@@ -103,7 +103,7 @@ def sales(query: dict[str, Any]) -> Any:
     app = fenxiao()
     start, end = report_range(query["from_"], query["to"],
                               app.settings.report_utc_offset_minutes)
-    after = _key_after(query["cursor"])
+    after = sales_key_after(query["cursor"])
     position = read_position([ReportsProjection.name], query["min_position"])
     currency = app.settings.currency
     with app.engine.connect() as conn:
@@ -117,7 +117,7 @@ def sales(query: dict[str, Any]) -> Any:
                            "totals": totals}, position)
 
 
-def _key_after(cursor: str | None) -> str | None:
+def sales_key_after(cursor: str | None) -> str | None:
     """The row key a sales cursor starts after ("k:" + key: the empty key, of no
     distributor, must still make a cursor)."""
     parts = decode_cursor(cursor, str)
@@ -170,8 +170,17 @@ def replenishment(query: dict[str, Any]) -> Any:
     when available < reorder_point, else 0. Lead time and safety stock are the SKU's
     (POST /products/{sku}/replenishment), else `FENXIAO_LEAD_TIME_DAYS` (7) and
     `FENXIAO_SAFETY_STOCK` (0)."""
+    rows, position, now = replenishment_rows(query)
+    rows = rows_after(rows, query["cursor"])
+    body = page(rows[:query["limit"] + 1], query["limit"],
+                lambda row: [row["sku"], row["warehouse_id"]])
+    return query_response({"as_of": now.isoformat(), **body}, position)
+
+
+def replenishment_rows(query: dict[str, Any]) -> tuple[list[dict[str, Any]], int, datetime]:
+    """The report's rows for a ReplenishmentQuery (the API's and the console's), the
+    position they reflect, and the time the forecast was made at."""
     app = fenxiao()
-    after = decode_cursor(query["cursor"], str, str)
     position = read_position([InventoryProjection.name, ReportsProjection.name],
                              query["min_position"])
     now = app.clock()
@@ -179,11 +188,15 @@ def replenishment(query: dict[str, Any]) -> Any:
         rows = replenishment_report(conn, app.settings, now, sku=query["sku"],
                                     warehouse_id=query["warehouse_id"],
                                     low_only=query["low_only"])
-    if after is not None:
-        rows = [row for row in rows if (row["sku"], row["warehouse_id"]) > tuple(after)]
-    body = page(rows[:query["limit"] + 1], query["limit"],
-                lambda row: [row["sku"], row["warehouse_id"]])
-    return query_response({"as_of": now.isoformat(), **body}, position)
+    return rows, position, now
+
+
+def rows_after(rows: list[dict[str, Any]], cursor: str | None) -> list[dict[str, Any]]:
+    """The rows after a page's cursor (by SKU and warehouse)."""
+    after = decode_cursor(cursor, str, str)
+    if after is None:
+        return rows
+    return [row for row in rows if (row["sku"], row["warehouse_id"]) > tuple(after)]
 
 
 class PolicyIn(Schema):

@@ -1,10 +1,11 @@
 """Read models: distributors with their direct downline, customer bindings, commission
-rules in force."""
+rules in force. Every new customer is bound here, so a batch is folded into rows and
+written with a few statements (projections/batching.py)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, select, update
+from sqlalchemy import Column, DateTime, Integer, String, Table, select
 from sqlalchemy.engine import Connection
 
 from commands.storage import metadata, upsert
@@ -12,6 +13,7 @@ from commands.views import rule_view
 from domain.commissions import CommissionRules
 from domain.distributors import CustomerBinding, Distributor
 from projections.base import Projection
+from projections.batching import Rows
 
 distributors = Table(
     "rm_distributors", metadata,
@@ -47,73 +49,120 @@ commission_rules = Table(
 DEFAULT_SCOPE = "*"
 
 
-def _applied(conn: Connection, e: Any) -> None:
-    conn.execute(distributors.insert().values(
-        distributor_id=e.distributor_id, distributor_uuid=str(e.originator_id), name=e.name,
-        status="pending", referrer_id=e.referrer_id, downline_count=0,
-        applied_at=e.applied_at))
+class _Batch:
+    """A batch folded into rows (projections/batching.py): the distributors and bindings
+    it touches read in one query each, changed in memory in log order, written once."""
+
+    def __init__(self, conn: Connection, events: Sequence[Any]) -> None:
+        self.conn = conn
+        self.distributors = Rows(distributors, "distributor_id", also=["distributor_uuid"])
+        self.bindings = Rows(bindings, "customer_id", also=["binding_uuid"])
+        self.distributors.load(conn, [str(e.originator_id) for e in events
+                                      if type(e) in _DISTRIBUTOR_MOVES], "distributor_uuid")
+        self.distributors.load(conn, [upline for e in events for upline in _uplines(e)])
+        self.bindings.load(conn, [str(e.originator_id) for e in events
+                                  if type(e) is CustomerBinding.CustomerRebound],
+                           "binding_uuid")
+
+    def this(self, e: Any, **values: Any) -> None:
+        """Set columns of the event's distributor."""
+        self.distributors.update(self.conn, str(e.originator_id), "distributor_uuid",
+                                 **values)
+
+    def count(self, distributor_id: str | None, change: int) -> None:
+        if distributor_id is not None:
+            self.distributors.add(self.conn, distributor_id, downline_count=change)
+
+    def write(self) -> None:
+        self.distributors.write(self.conn)
+        self.bindings.write(self.conn)
 
 
-def _this(e: Any) -> Any:
-    return distributors.c.distributor_uuid == str(e.originator_id)
+def _uplines(e: Any) -> list[str]:
+    """The distributors whose downline count the event changes."""
+    if type(e) is Distributor.DistributorApproved:
+        return [e.upline_id] if e.upline_id is not None else []
+    if type(e) is Distributor.UplineChanged:
+        return [u for u in (e.old_upline_id, e.new_upline_id) if u is not None]
+    return []
 
 
-def _status(status: str) -> Callable[[Connection, Any], None]:
-    def handler(conn: Connection, e: Any) -> None:
-        conn.execute(update(distributors).where(_this(e)).values(status=status))
-    return handler
+def _applied(batch: _Batch, e: Any) -> None:
+    batch.distributors.insert({
+        "distributor_id": e.distributor_id, "distributor_uuid": str(e.originator_id),
+        "name": e.name, "status": "pending", "referral_code": None,
+        "referrer_id": e.referrer_id, "upline_id": None, "downline_count": 0,
+        "applied_at": e.applied_at})
 
 
-def _count(conn: Connection, distributor_id: str | None, change: int) -> None:
-    if distributor_id is not None:
-        conn.execute(update(distributors)
-                     .where(distributors.c.distributor_id == distributor_id)
-                     .values(downline_count=distributors.c.downline_count + change))
+def _status(status: str) -> Callable[[_Batch, Any], None]:
+    def fold(batch: _Batch, e: Any) -> None:
+        batch.this(e, status=status)
+    return fold
 
 
-def _approved(conn: Connection, e: Any) -> None:
-    conn.execute(update(distributors).where(_this(e)).values(
-        status="active", referral_code=e.referral_code, upline_id=e.upline_id))
-    _count(conn, e.upline_id, +1)
+def _approved(batch: _Batch, e: Any) -> None:
+    batch.this(e, status="active", referral_code=e.referral_code, upline_id=e.upline_id)
+    batch.count(e.upline_id, +1)
 
 
-def _upline_changed(conn: Connection, e: Any) -> None:
-    conn.execute(update(distributors).where(_this(e)).values(upline_id=e.new_upline_id))
-    _count(conn, e.old_upline_id, -1)
-    _count(conn, e.new_upline_id, +1)
+def _upline_changed(batch: _Batch, e: Any) -> None:
+    batch.this(e, upline_id=e.new_upline_id)
+    batch.count(e.old_upline_id, -1)
+    batch.count(e.new_upline_id, +1)
 
 
-def _bound(conn: Connection, e: Any) -> None:
-    conn.execute(bindings.insert().values(
-        customer_id=e.customer_id, binding_uuid=str(e.originator_id),
-        distributor_id=e.distributor_id, bound_at=e.bound_at, expires_at=e.expires_at))
+def _bound(batch: _Batch, e: Any) -> None:
+    batch.bindings.insert({
+        "customer_id": e.customer_id, "binding_uuid": str(e.originator_id),
+        "distributor_id": e.distributor_id, "bound_at": e.bound_at,
+        "expires_at": e.expires_at})
 
 
-def _rebound(conn: Connection, e: Any) -> None:
-    conn.execute(update(bindings).where(bindings.c.binding_uuid == str(e.originator_id))
-                 .values(distributor_id=e.distributor_id, bound_at=e.bound_at,
-                         expires_at=e.expires_at))
+def _rebound(batch: _Batch, e: Any) -> None:
+    batch.bindings.update(batch.conn, str(e.originator_id), "binding_uuid",
+                          distributor_id=e.distributor_id, bound_at=e.bound_at,
+                          expires_at=e.expires_at)
 
 
-def _rule_set(conn: Connection, e: Any) -> None:
+def _rule_set(batch: _Batch, e: Any) -> None:
+    """Rare: written at once (only rule events touch rm_commission_rules)."""
     row = {"kind": e.kind, "level1": e.level1, "level2": e.level2, "version": e.version}
-    upsert(conn, commission_rules, [{"scope": e.sku or DEFAULT_SCOPE, **row}], ["scope"], row)
+    upsert(batch.conn, commission_rules, [{"scope": e.sku or DEFAULT_SCOPE, **row}],
+           ["scope"], row)
+
+
+# event class -> what it does to the batch's rows
+_FOLD = {
+    Distributor.DistributorApplied: _applied,
+    Distributor.DistributorApproved: _approved,
+    Distributor.DistributorRejected: _status("rejected"),
+    Distributor.DistributorSuspended: _status("suspended"),
+    Distributor.DistributorReinstated: _status("active"),
+    Distributor.UplineChanged: _upline_changed,
+    CustomerBinding.CustomerBound: _bound,
+    CustomerBinding.CustomerRebound: _rebound,
+    CommissionRules.CommissionRuleSet: _rule_set,
+}
+_DISTRIBUTOR_MOVES = {Distributor.DistributorApproved, Distributor.DistributorRejected,
+                      Distributor.DistributorSuspended, Distributor.DistributorReinstated,
+                      Distributor.UplineChanged}
 
 
 class DistributorsProjection(Projection):
     name = "distributors"
     tables = (distributors, bindings, commission_rules)
-    handlers = {
-        Distributor.DistributorApplied: _applied,
-        Distributor.DistributorApproved: _approved,
-        Distributor.DistributorRejected: _status("rejected"),
-        Distributor.DistributorSuspended: _status("suspended"),
-        Distributor.DistributorReinstated: _status("active"),
-        Distributor.UplineChanged: _upline_changed,
-        CustomerBinding.CustomerBound: _bound,
-        CustomerBinding.CustomerRebound: _rebound,
-        CommissionRules.CommissionRuleSet: _rule_set,
-    }
+    handlers = {}  # apply_batch folds the batch itself
+
+    @classmethod
+    def event_types(cls) -> tuple[type, ...]:
+        return tuple(_FOLD)
+
+    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
+        batch = _Batch(conn, events)
+        for e in events:
+            _FOLD[type(e)](batch, e)
+        batch.write()
 
 
 def _distributor_view(row: Any) -> dict[str, Any]:

@@ -1,20 +1,21 @@
 """Read model: stock levels per SKU and warehouse, and totals per SKU.
 
-The busiest projection, so a batch is folded into one delta per stock item and written with
-one INSERT for new items and one executemany UPDATE for the rest.
+The busiest projection, so a batch is folded into the stock items it touches (read in one
+query) and written with one INSERT for new items and one upsert for the rest
+(projections/batching.py): an UPDATE per item would be a round trip each on PostgreSQL.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Sequence
 
-from sqlalchemy import Column, String, Table, bindparam, select, update
+from sqlalchemy import Column, String, Table, select
 from sqlalchemy.engine import Connection
 
 from commands.storage import BIGINT, metadata
 from commands.views import stock_view
 from domain.stock import StockItem
 from projections.base import Projection
+from projections.batching import Rows
 
 inventory = Table(
     "rm_inventory", metadata,
@@ -37,13 +38,6 @@ _DELTAS = {
     StockItem.StockRestocked: lambda e: (e.quantity, 0),
 }
 
-_apply_delta = (
-    update(inventory)
-    .where(inventory.c.stock_item_id == bindparam("item"))
-    .values(on_hand=inventory.c.on_hand + bindparam("d_on_hand"),
-            reserved=inventory.c.reserved + bindparam("d_reserved"))
-)
-
 
 class InventoryProjection(Projection):
     name = "inventory"
@@ -55,24 +49,18 @@ class InventoryProjection(Projection):
         return (StockItem.StockItemOpened, *_DELTAS)
 
     def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
-        opened: list[dict[str, Any]] = []
-        deltas: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        items = Rows(inventory, "stock_item_id")
+        items.load(conn, [str(e.originator_id) for e in events
+                          if type(e) is not StockItem.StockItemOpened])
         for e in events:
             item = str(e.originator_id)
             if type(e) is StockItem.StockItemOpened:
-                opened.append({"stock_item_id": item, "sku": e.sku,
-                               "warehouse_id": e.warehouse_id, "on_hand": 0, "reserved": 0})
+                items.insert({"stock_item_id": item, "sku": e.sku,
+                              "warehouse_id": e.warehouse_id, "on_hand": 0, "reserved": 0})
                 continue
             d_on_hand, d_reserved = _DELTAS[type(e)](e)
-            delta = deltas[item]
-            delta[0] += d_on_hand
-            delta[1] += d_reserved
-        if opened:
-            conn.execute(inventory.insert(), opened)
-        changes = [{"item": item, "d_on_hand": d[0], "d_reserved": d[1]}
-                   for item, d in deltas.items() if d != [0, 0]]
-        if changes:
-            conn.execute(_apply_delta, changes)
+            items.add(conn, item, on_hand=d_on_hand, reserved=d_reserved)
+        items.write(conn)
 
 
 def list_inventory(conn: Connection, sku: str | None, warehouse_id: str | None,

@@ -1,16 +1,19 @@
 """Read models of the double-entry ledger: the journal (one row per line), balances per
-account, each distributor's earnings, and withdrawals."""
+account, each distributor's earnings, and withdrawals.
+
+Busy (a paid order posts an entry, each commission level several), so a batch is folded
+into a few set-based statements rather than a handful of statements per entry."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
-from sqlalchemy import (Column, DateTime, Integer, String, Table, Text, select,
-                        update)
+from sqlalchemy import Column, DateTime, Integer, String, Table, Text, select
 from sqlalchemy.engine import Connection
 
-from commands.storage import BIGINT as MINOR, increment, metadata
+from commands.storage import BIGINT as MINOR, metadata
 from domain.ledger import JournalEntry, Withdrawal, parse_account
 from projections.base import Projection
+from projections.batching import Rows, insert
 
 journal = Table(
     "rm_journal", metadata,
@@ -59,65 +62,96 @@ withdrawals = Table(
 # kind of entry -> the earnings figure (besides the balances) that its lines move
 _KIND_FIGURE = {"accrual": "lifetime_earned", "reversal": "reversed", "clawback": "reversed",
                 "withdrawal_paid": "paid_out"}
+_DECISIONS = {Withdrawal.WithdrawalPaid: "paid", Withdrawal.WithdrawalRejected: "rejected"}
 
 
-def _posted(conn: Connection, e: Any) -> None:
-    conn.execute(journal.insert(), [
-        {"entry_uuid": str(e.originator_id), "line_no": n, "cause": e.cause, "kind": e.kind,
-         "account": line["account"], "amount_minor": line["amount"], "currency": e.currency,
-         "memo": e.memo or "", "at": e.at}
-        for n, line in enumerate(e.lines, 1)])
-    increment(conn, balances, ["account", "currency"], [
-        {"account": line["account"], "currency": e.currency,
-         "debit_minor": max(line["amount"], 0), "credit_minor": max(-line["amount"], 0)}
-        for line in e.lines], ["debit_minor", "credit_minor"])
-    increment(conn, earnings, ["distributor_id", "currency"],
-              list(_earnings_changes(e).values()), EARNING_FIELDS)
+class _Batch:
+    """A batch of ledger events folded into a few statements: every journal line and
+    withdrawal in one INSERT each, and the batch's balance and earnings changes summed
+    per account and per distributor, then added to their rows in one go
+    (projections/batching.py; sums commute, so the result is what applying the events
+    one by one gives)."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.balances: dict[tuple[str, str], list[int]] = {}
+        self.earnings: dict[tuple[str, str], dict[str, int]] = {}
+        self.withdrawals = Rows(withdrawals, "withdrawal_id", also=["withdrawal_uuid"])
+        self.decided: list[Any] = []
+
+    def posted(self, e: Any) -> None:
+        entry_uuid, memo, currency = str(e.originator_id), e.memo or "", e.currency
+        figure = _KIND_FIGURE.get(e.kind)
+        for n, line in enumerate(e.lines, 1):
+            account, amount = line["account"], line["amount"]
+            self.lines.append({"entry_uuid": entry_uuid, "line_no": n, "cause": e.cause,
+                               "kind": e.kind, "account": account, "amount_minor": amount,
+                               "currency": currency, "memo": memo, "at": e.at})
+            balance = self.balances.setdefault((account, currency), [0, 0])
+            balance[0] += max(amount, 0)
+            balance[1] += max(-amount, 0)
+            found = parse_account(account)
+            if found is None:
+                continue
+            distributor_id, bucket = found
+            row = self.earnings.setdefault((distributor_id, currency),
+                                           dict.fromkeys(EARNING_FIELDS, 0))
+            row[bucket] -= amount  # what the merchant owes: the credit balance
+            if figure:  # these kinds touch exactly one account of the distributor
+                row[figure] += abs(amount)
+
+    def requested_withdrawal(self, e: Any) -> None:
+        self.withdrawals.insert({
+            "withdrawal_id": e.withdrawal_id, "withdrawal_uuid": str(e.originator_id),
+            "distributor_id": e.distributor_id, "amount_minor": e.amount_minor,
+            "currency": e.currency, "status": "requested", "payment_reference": None,
+            "reason": None, "requested_at": e.at, "decided_at": None})
+
+    def decided_withdrawal(self, e: Any) -> None:
+        self.decided.append(e)  # applied in write(), once the batch's withdrawals are read
+
+    def write(self, conn: Connection) -> None:
+        insert(conn, journal, self.lines)
+        for table, key, sums in (
+                (balances, ("account", "currency"), {
+                    k: {"debit_minor": debit, "credit_minor": credit}
+                    for k, (debit, credit) in self.balances.items()}),
+                (earnings, ("distributor_id", "currency"), self.earnings)):
+            rows = Rows(table, key)
+            rows.increment(conn, sums)
+            rows.write(conn)
+        self.withdrawals.load(conn, [str(e.originator_id) for e in self.decided],
+                              "withdrawal_uuid")
+        for e in self.decided:  # a withdrawal requested earlier, or in this batch
+            self.withdrawals.update(conn, str(e.originator_id), "withdrawal_uuid",
+                                    status=_DECISIONS[type(e)], decided_at=e.at,
+                                    payment_reference=getattr(e, "payment_reference", None),
+                                    reason=getattr(e, "reason", None))
+        self.withdrawals.write(conn)
 
 
-def _earnings_changes(e: Any) -> dict[str, dict[str, Any]]:
-    changes: dict[str, dict[str, Any]] = {}
-    figure = _KIND_FIGURE.get(e.kind)
-    for line in e.lines:
-        found = parse_account(line["account"])
-        if found is None:
-            continue
-        distributor_id, bucket = found
-        row = changes.setdefault(distributor_id, {
-            "distributor_id": distributor_id, "currency": e.currency,
-            **{name: 0 for name in EARNING_FIELDS}})
-        row[bucket] -= line["amount"]  # what the merchant owes: the credit balance
-        if figure:  # these kinds touch exactly one account of the distributor
-            row[figure] += abs(line["amount"])
-    return changes
-
-
-def _requested(conn: Connection, e: Any) -> None:
-    conn.execute(withdrawals.insert().values(
-        withdrawal_id=e.withdrawal_id, withdrawal_uuid=str(e.originator_id),
-        distributor_id=e.distributor_id, amount_minor=e.amount_minor, currency=e.currency,
-        status="requested", requested_at=e.at))
-
-
-def _decided(status: str) -> Any:
-    def handler(conn: Connection, e: Any) -> None:
-        conn.execute(update(withdrawals)
-                     .where(withdrawals.c.withdrawal_uuid == str(e.originator_id))
-                     .values(status=status, decided_at=e.at,
-                             payment_reference=getattr(e, "payment_reference", None),
-                             reason=getattr(e, "reason", None)))
-    return handler
+_FOLD = {
+    JournalEntry.EntryPosted: _Batch.posted,
+    Withdrawal.WithdrawalRequested: _Batch.requested_withdrawal,
+    Withdrawal.WithdrawalPaid: _Batch.decided_withdrawal,
+    Withdrawal.WithdrawalRejected: _Batch.decided_withdrawal,
+}
 
 
 class LedgerProjection(Projection):
     name = "ledger"
     tables = (journal, balances, earnings, withdrawals)
-    handlers = {
-        JournalEntry.EntryPosted: _posted,
-        Withdrawal.WithdrawalRequested: _requested,
-        Withdrawal.WithdrawalPaid: _decided("paid"),
-        Withdrawal.WithdrawalRejected: _decided("rejected"),
-    }
+    handlers = {}  # apply_batch folds the batch itself
+
+    @classmethod
+    def event_types(cls) -> tuple[type, ...]:
+        return tuple(_FOLD)
+
+    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
+        batch = _Batch()
+        for e in events:
+            _FOLD[type(e)](batch, e)
+        batch.write(conn)
 
 
 def earnings_of(conn: Connection, distributor_id: str, currency: str) -> dict[str, Any]:

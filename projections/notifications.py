@@ -11,12 +11,13 @@ worth telling them about:
 
 A notification's id derives from its event (aggregate id and version), so a rebuild gives
 every notification the id it had. Messages name SKUs, quantities, carriers and amounts, never
-the customer's name, phone or address.
+the customer's name, phone or address. A batch is written with two INSERTs, after one query
+for the orders it names (projections/batching.py).
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import Column, DateTime, Index, String, Table, Text, select, tuple_
 from sqlalchemy.engine import Connection
@@ -25,6 +26,7 @@ from commands.storage import metadata
 from domain.ids import natural_id
 from domain.orders import Order
 from projections.base import Projection
+from projections.batching import Rows, insert
 
 notifications = Table(
     "rm_notifications", metadata,
@@ -58,84 +60,113 @@ def utc(at: datetime) -> datetime:
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
-def _notify(conn: Connection, e: Any, kind: str, message: str, at: datetime | None = None,
+class _Batch:
+    """A batch folded into two INSERTs (projections/batching.py): the orders it learns
+    of and the notifications it makes; the orders it names are read in one query."""
+
+    def __init__(self, conn: Connection, events: Sequence[Any]) -> None:
+        self.conn = conn
+        self.orders = Rows(notification_orders, "order_uuid")
+        self.orders.load(conn, [str(e.originator_id) for e in events
+                                if type(e) is not Order.OrderPlaced])
+        self.notifications: list[dict[str, Any]] = []
+
+    def write(self) -> None:
+        self.orders.write(self.conn)
+        insert(self.conn, notifications, self.notifications)
+
+
+def _notify(batch: _Batch, e: Any, kind: str, message: str, at: datetime | None = None,
             order: dict[str, Any] | None = None) -> None:
-    order = order or _order(conn, e)
-    conn.execute(notifications.insert().values(
-        notification_id=str(natural_id("notification", str(e.originator_id),
-                                       str(e.originator_version))),
-        kind=kind, order_id=order["order_id"], distributor_id=order["distributor_id"],
-        customer_id=order["customer_id"], message=f"Order {order['order_id']}: {message}",
-        at=utc(at or e.at)))
+    order = order or _order(batch, e)
+    batch.notifications.append({
+        "notification_id": str(natural_id("notification", str(e.originator_id),
+                                          str(e.originator_version))),
+        "kind": kind, "order_id": order["order_id"],
+        "distributor_id": order["distributor_id"], "customer_id": order["customer_id"],
+        "message": f"Order {order['order_id']}: {message}", "at": utc(at or e.at)})
 
 
-def _order(conn: Connection, e: Any) -> dict[str, Any]:
-    row = conn.execute(select(notification_orders).where(
-        notification_orders.c.order_uuid == str(e.originator_id))).one()
-    return dict(row._mapping)
+def _order(batch: _Batch, e: Any) -> dict[str, Any]:
+    """Who the order's event concerns: its row must exist (the order was placed)."""
+    return batch.orders.one(batch.conn, str(e.originator_id))
 
 
-def _placed(conn: Connection, e: Any) -> None:
+def _placed(batch: _Batch, e: Any) -> None:
     order = {"order_uuid": str(e.originator_id), "order_id": e.order_id,
              "distributor_id": e.distributor_id,
              "customer_id": e.customer["customer_id"], "currency": e.currency}
-    conn.execute(notification_orders.insert().values(**order))
+    batch.orders.insert(order)
     short = [f"{line['backordered']} × {line['sku']}" for line in e.lines
              if line["backordered"]]
     if short:
-        _notify(conn, e, "shortage", f"{', '.join(short)} out of stock and backordered; "
+        _notify(batch, e, "shortage", f"{', '.join(short)} out of stock and backordered; "
                 "it is allocated as soon as stock arrives", e.placed_at, order)
 
 
-def _backorder_filled(conn: Connection, e: Any) -> None:
+def _backorder_filled(batch: _Batch, e: Any) -> None:
     filled = sum(a["quantity"] for a in e.allocations)
     waiting = f"{e.backordered} still waiting" if e.backordered else "nothing left waiting"
-    _notify(conn, e, "backorder_filled",
+    _notify(batch, e, "backorder_filled",
             f"{filled} × {e.sku} allocated from new stock ({waiting})")
 
 
-def _dispatched(conn: Connection, e: Any) -> None:
-    _notify(conn, e, "shipped", f"shipment {e.shipment_id} dispatched with {e.carrier}, "
+def _dispatched(batch: _Batch, e: Any) -> None:
+    _notify(batch, e, "shipped", f"shipment {e.shipment_id} dispatched with {e.carrier}, "
             f"tracking number {e.tracking_number}")
 
 
-def _delivered(conn: Connection, e: Any) -> None:
+def _delivered(batch: _Batch, e: Any) -> None:
     whole = "; the whole order is delivered" if e.status == "delivered" else ""
-    _notify(conn, e, "delivered", f"shipment {e.shipment_id} delivered{whole}")
+    _notify(batch, e, "delivered", f"shipment {e.shipment_id} delivered{whole}")
 
 
-def _cancelled(conn: Connection, e: Any) -> None:
-    order = _order(conn, e)
+def _cancelled(batch: _Batch, e: Any) -> None:
+    order = _order(batch, e)
     if e.refund_due_minor:
-        _notify(conn, e, "refund", f"cancelled ({e.reason}); "
+        _notify(batch, e, "refund", f"cancelled ({e.reason}); "
                 f"{_money(e.refund_due_minor, order['currency'])} refunded", order=order)
     else:
-        _notify(conn, e, "cancelled", f"cancelled ({e.reason})", order=order)
+        _notify(batch, e, "cancelled", f"cancelled ({e.reason})", order=order)
 
 
-def _expired(conn: Connection, e: Any) -> None:
-    _notify(conn, e, "expired", "not paid in time: its reservation expired and the order "
+def _expired(batch: _Batch, e: Any) -> None:
+    _notify(batch, e, "expired", "not paid in time: its reservation expired and the order "
             "is cancelled")
 
 
-def _line_refunded(conn: Connection, e: Any) -> None:
-    order = _order(conn, e)
-    _notify(conn, e, "refund", f"{_money(e.amount_minor, order['currency'])} refunded for "
+def _line_refunded(batch: _Batch, e: Any) -> None:
+    order = _order(batch, e)
+    _notify(batch, e, "refund", f"{_money(e.amount_minor, order['currency'])} refunded for "
             f"{e.sku} (line {e.line_no})", order=order)
+
+
+# event class -> what it does to the batch
+_FOLD = {
+    Order.OrderPlaced: _placed,
+    Order.BackorderFilled: _backorder_filled,
+    Order.OrderShipmentDispatched: _dispatched,
+    Order.OrderShipmentDelivered: _delivered,
+    Order.OrderCancelled: _cancelled,
+    Order.OrderExpired: _expired,
+    Order.OrderLineRefunded: _line_refunded,
+}
 
 
 class NotificationsProjection(Projection):
     name = "notifications"
     tables = (notifications, notification_orders)
-    handlers = {
-        Order.OrderPlaced: _placed,
-        Order.BackorderFilled: _backorder_filled,
-        Order.OrderShipmentDispatched: _dispatched,
-        Order.OrderShipmentDelivered: _delivered,
-        Order.OrderCancelled: _cancelled,
-        Order.OrderExpired: _expired,
-        Order.OrderLineRefunded: _line_refunded,
-    }
+    handlers = {}  # apply_batch folds the batch itself
+
+    @classmethod
+    def event_types(cls) -> tuple[type, ...]:
+        return tuple(_FOLD)
+
+    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
+        batch = _Batch(conn, events)
+        for e in events:
+            _FOLD[type(e)](batch, e)
+        batch.write()
 
 
 def notification_view(row: Any) -> dict[str, Any]:

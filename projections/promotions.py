@@ -3,16 +3,17 @@
 A coupon's redemptions come from its own events (redeemed, released); a threshold
 promotion's from the orders placed with its discount, given back when such an order is
 cancelled or expires. Times given by merchants (valid_from, valid_to) are kept as the ISO
-text they were given in: any offset, any year, never converted.
+text they were given in: any offset, any year, never converted. Every order's placing and
+closing passes through here, so a batch is folded into rows and written with a few
+statements (projections/batching.py).
 """
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
-from sqlalchemy import (Boolean, Column, Integer, String, Table, Text, and_, select,
-                        update)
+from sqlalchemy import Boolean, Column, Integer, String, Table, Text, select
 from sqlalchemy.engine import Connection
 
 from commands.promotions import coupon_view, tiers_view
@@ -21,6 +22,7 @@ from commands.views import money
 from domain.coupons import Coupon, ThresholdPromotions
 from domain.orders import Order
 from projections.base import Projection
+from projections.batching import Rows
 
 coupons = Table(
     "rm_coupons", metadata,
@@ -84,108 +86,139 @@ def iso(at: datetime | None) -> str | None:
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).isoformat()
 
 
+class _Batch:
+    """A batch folded into rows (projections/batching.py): every row it touches is read
+    in one query per table, changed in memory in log order, and written back once."""
+
+    def __init__(self, conn: Connection, events: Sequence[Any]) -> None:
+        self.conn = conn
+        self.coupons = Rows(coupons, "coupon_uuid")
+        self.redemptions = Rows(coupon_redemptions, ("coupon_uuid", "order_id"))
+        self.promotions = Rows(threshold_promotions, "promotion_id")
+        self.uses = Rows(threshold_uses, "order_uuid")
+        coupon_events = [e for e in events if type(e) in _COUPON_MOVES]
+        self.coupons.load(conn, [str(e.originator_id) for e in coupon_events])
+        self.redemptions.load(conn, [_redemption(e) for e in coupon_events])
+        self.uses.load(conn, [str(e.originator_id) for e in events if type(e) in _CLOSING])
+        uses = (self.uses.get(conn, str(e.originator_id)) for e in events
+                if type(e) in _CLOSING)
+        self.promotions.load(conn, [
+            *(use["promotion_id"] for use in uses if use is not None),
+            *(e.promotion_id for e in events
+              if type(e) is ThresholdPromotions.ThresholdPromotionEnded),
+            *filter(None, (_threshold_of(e) for e in events
+                           if type(e) is Order.OrderPlaced))])
+
+    def write(self) -> None:
+        for rows in (self.coupons, self.redemptions, self.promotions, self.uses):
+            rows.write(self.conn)
+
+
 # -- coupons --------------------------------------------------------------------------
 
-def _coupon_issued(conn: Connection, e: Any) -> None:
-    conn.execute(coupons.insert().values(
-        code=e.code, coupon_uuid=str(e.originator_id), amount_off_minor=e.amount_off_minor,
-        percent_off_bp=e.percent_off_bp, min_spend_minor=e.min_spend_minor,
-        currency=e.currency, valid_from=iso(e.valid_from), valid_to=iso(e.valid_to),
-        total_limit=e.total_limit, per_customer_limit=e.per_customer_limit,
-        skus=None if e.skus is None else json.dumps(sorted(e.skus)),
-        issued_at=iso(e.issued_at), redeemed=0, released=0, discount_minor=0))
+def _coupon_issued(batch: _Batch, e: Any) -> None:
+    batch.coupons.insert({
+        "code": e.code, "coupon_uuid": str(e.originator_id),
+        "amount_off_minor": e.amount_off_minor, "percent_off_bp": e.percent_off_bp,
+        "min_spend_minor": e.min_spend_minor, "currency": e.currency,
+        "valid_from": iso(e.valid_from), "valid_to": iso(e.valid_to),
+        "total_limit": e.total_limit, "per_customer_limit": e.per_customer_limit,
+        "skus": None if e.skus is None else json.dumps(sorted(e.skus)),
+        "issued_at": iso(e.issued_at), "redeemed": 0, "released": 0, "discount_minor": 0})
 
 
-def _this_coupon(e: Any) -> Any:
-    return coupons.c.coupon_uuid == str(e.originator_id)
+def _redemption(e: Any) -> tuple[str, str]:
+    return str(e.originator_id), e.order_id
 
 
-def _redemption(e: Any) -> Any:
-    return and_(coupon_redemptions.c.coupon_uuid == str(e.originator_id),
-                coupon_redemptions.c.order_id == e.order_id)
-
-
-def _coupon_redeemed(conn: Connection, e: Any) -> None:
+def _coupon_redeemed(batch: _Batch, e: Any) -> None:
     # The domain refuses a second live redemption per order, but a released one may be
     # redeemed again: the row is then reused.
-    conn.execute(coupon_redemptions.delete().where(_redemption(e)))
-    conn.execute(coupon_redemptions.insert().values(
-        coupon_uuid=str(e.originator_id), order_id=e.order_id, customer_id=e.customer_id,
-        discount_minor=e.discount_minor, redeemed_at=iso(e.at), released_at=None))
-    conn.execute(update(coupons).where(_this_coupon(e)).values(
-        redeemed=coupons.c.redeemed + 1,
-        discount_minor=coupons.c.discount_minor + e.discount_minor))
+    values = {"customer_id": e.customer_id, "discount_minor": e.discount_minor,
+              "redeemed_at": iso(e.at), "released_at": None}
+    if batch.redemptions.update(batch.conn, _redemption(e), **values) is None:
+        batch.redemptions.insert({"coupon_uuid": str(e.originator_id),
+                                  "order_id": e.order_id, **values})
+    batch.coupons.add(batch.conn, str(e.originator_id), redeemed=1,
+                      discount_minor=e.discount_minor)
 
 
-def _coupon_released(conn: Connection, e: Any) -> None:
-    given = conn.execute(select(coupon_redemptions.c.discount_minor)
-                         .where(_redemption(e))).scalar_one()
-    conn.execute(update(coupon_redemptions).where(_redemption(e))
-                 .values(released_at=iso(e.at)))
-    conn.execute(update(coupons).where(_this_coupon(e)).values(
-        redeemed=coupons.c.redeemed - 1, released=coupons.c.released + 1,
-        discount_minor=coupons.c.discount_minor - given))
+def _coupon_released(batch: _Batch, e: Any) -> None:
+    given = batch.redemptions.one(batch.conn, _redemption(e))["discount_minor"]
+    batch.redemptions.update(batch.conn, _redemption(e), released_at=iso(e.at))
+    batch.coupons.add(batch.conn, str(e.originator_id), redeemed=-1, released=1,
+                      discount_minor=-given)
 
 
 # -- threshold promotions -------------------------------------------------------------
 
-def _threshold_added(conn: Connection, e: Any) -> None:
-    conn.execute(threshold_promotions.insert().values(
-        promotion_id=e.promotion_id, tiers=json.dumps(e.tiers, sort_keys=True),
-        currency=e.currency, valid_from=iso(e.valid_from), valid_to=iso(e.valid_to),
-        added_at=iso(e.at), ended_at=None, orders=0, released=0, discount_minor=0))
+def _threshold_added(batch: _Batch, e: Any) -> None:
+    batch.promotions.insert({
+        "promotion_id": e.promotion_id, "tiers": json.dumps(e.tiers, sort_keys=True),
+        "currency": e.currency, "valid_from": iso(e.valid_from), "valid_to": iso(e.valid_to),
+        "added_at": iso(e.at), "ended_at": None, "orders": 0, "released": 0,
+        "discount_minor": 0})
 
 
-def _threshold_ended(conn: Connection, e: Any) -> None:
-    conn.execute(update(threshold_promotions)
-                 .where(threshold_promotions.c.promotion_id == e.promotion_id)
-                 .values(valid_to=iso(e.at), ended_at=iso(e.at)))
+def _threshold_ended(batch: _Batch, e: Any) -> None:
+    batch.promotions.update(batch.conn, e.promotion_id, valid_to=iso(e.at),
+                            ended_at=iso(e.at))
 
 
-def _promotion(promotion_id: str) -> Any:
-    return threshold_promotions.c.promotion_id == promotion_id
+def _threshold_of(e: Any) -> str | None:
+    return (e.promotions or {}).get("threshold_promotion_id")
 
 
-def _order_placed(conn: Connection, e: Any) -> None:
-    promotion_id = (e.promotions or {}).get("threshold_promotion_id")
+def _order_placed(batch: _Batch, e: Any) -> None:
+    promotion_id = _threshold_of(e)
     if promotion_id is None:
         return
     discount = e.promotions.get("threshold_discount_minor") or 0
-    conn.execute(threshold_uses.insert().values(
-        order_uuid=str(e.originator_id), order_id=e.order_id, promotion_id=promotion_id,
-        discount_minor=discount, released=False))
-    conn.execute(update(threshold_promotions).where(_promotion(promotion_id)).values(
-        orders=threshold_promotions.c.orders + 1,
-        discount_minor=threshold_promotions.c.discount_minor + discount))
+    batch.uses.insert({"order_uuid": str(e.originator_id), "order_id": e.order_id,
+                       "promotion_id": promotion_id, "discount_minor": discount,
+                       "released": False})
+    batch.promotions.add(batch.conn, promotion_id, orders=1, discount_minor=discount)
 
 
-def _order_closed(conn: Connection, e: Any) -> None:
+def _order_closed(batch: _Batch, e: Any) -> None:
     """A cancelled or expired order gives its threshold discount back."""
-    this = and_(threshold_uses.c.order_uuid == str(e.originator_id),
-                threshold_uses.c.released.is_(False))
-    use = conn.execute(select(threshold_uses).where(this)).first()
-    if use is None:
+    use = batch.uses.get(batch.conn, str(e.originator_id))
+    if use is None or use["released"]:
         return
-    conn.execute(update(threshold_uses).where(this).values(released=True))
-    conn.execute(update(threshold_promotions).where(_promotion(use.promotion_id)).values(
-        orders=threshold_promotions.c.orders - 1,
-        released=threshold_promotions.c.released + 1,
-        discount_minor=threshold_promotions.c.discount_minor - use.discount_minor))
+    batch.uses.update(batch.conn, str(e.originator_id), released=True)
+    batch.promotions.add(batch.conn, use["promotion_id"], orders=-1, released=1,
+                         discount_minor=-use["discount_minor"])
+
+
+# event class -> what it does to the batch's rows
+_FOLD = {
+    Coupon.CouponIssued: _coupon_issued,
+    Coupon.CouponRedeemed: _coupon_redeemed,
+    Coupon.CouponRedemptionReleased: _coupon_released,
+    ThresholdPromotions.ThresholdPromotionAdded: _threshold_added,
+    ThresholdPromotions.ThresholdPromotionEnded: _threshold_ended,
+    Order.OrderPlaced: _order_placed,
+    Order.OrderCancelled: _order_closed,
+    Order.OrderExpired: _order_closed,
+}
+_COUPON_MOVES = (Coupon.CouponRedeemed, Coupon.CouponRedemptionReleased)
+_CLOSING = (Order.OrderCancelled, Order.OrderExpired)
 
 
 class PromotionsProjection(Projection):
     name = "promotions"
     tables = (coupons, coupon_redemptions, threshold_promotions, threshold_uses)
-    handlers = {
-        Coupon.CouponIssued: _coupon_issued,
-        Coupon.CouponRedeemed: _coupon_redeemed,
-        Coupon.CouponRedemptionReleased: _coupon_released,
-        ThresholdPromotions.ThresholdPromotionAdded: _threshold_added,
-        ThresholdPromotions.ThresholdPromotionEnded: _threshold_ended,
-        Order.OrderPlaced: _order_placed,
-        Order.OrderCancelled: _order_closed,
-        Order.OrderExpired: _order_closed,
-    }
+    handlers = {}  # apply_batch folds the batch itself
+
+    @classmethod
+    def event_types(cls) -> tuple[type, ...]:
+        return tuple(_FOLD)
+
+    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
+        batch = _Batch(conn, events)
+        for e in events:
+            _FOLD[type(e)](batch, e)
+        batch.write()
 
 
 # -- queries --------------------------------------------------------------------------

@@ -1,18 +1,20 @@
 """Read model: B2B purchase orders, their lines (with the stock allocated to them) and
-their shipments."""
+their shipments. A batch is folded into rows and written with a few statements
+(projections/batching.py)."""
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, Text, select, tuple_, update
+from sqlalchemy import Column, DateTime, Integer, String, Table, Text, select, tuple_
 from sqlalchemy.engine import Connection
 
 from commands.storage import BIGINT, metadata
 from domain.fulfilment import shipment_id_for
 from domain.purchasing import PurchaseOrder
 from projections.base import Projection
+from projections.batching import Rows
 
 purchase_orders = Table(
     "rm_purchase_orders", metadata,
@@ -46,66 +48,94 @@ purchase_order_shipments = Table(
 )
 
 
-def _this(e: Any) -> Any:
-    return purchase_orders.c.po_uuid == str(e.originator_id)
+class _Batch:
+    """A batch folded into rows (projections/batching.py): the purchase orders, lines and
+    shipments it touches read in one query per table, changed in memory, written once."""
+
+    def __init__(self, conn: Connection, events: Sequence[Any]) -> None:
+        self.conn = conn
+        self.orders = Rows(purchase_orders, "po_uuid")
+        self.lines = Rows(purchase_order_lines, ("po_uuid", "line_no"))
+        self.shipments = Rows(purchase_order_shipments, ("po_uuid", "shipment_id"))
+        moves = [e for e in events if type(e) is not PurchaseOrder.PurchaseOrderRequested]
+        self.orders.load(conn, [str(e.originator_id) for e in moves])
+        self.lines.load(conn, [(str(e.originator_id), n) for e in moves
+                               if type(e) is PurchaseOrder.PurchaseOrderApproved
+                               for n in range(1, len(e.allocations) + 1)])
+        self.shipments.load(conn, [(str(e.originator_id), e.shipment_id) for e in moves
+                                   if type(e) is PurchaseOrder.PurchaseOrderShipmentDispatched])
+
+    def write(self) -> None:
+        for rows in (self.orders, self.lines, self.shipments):
+            rows.write(self.conn)
 
 
-def _requested(conn: Connection, e: Any) -> None:
+def _requested(batch: _Batch, e: Any) -> None:
     po_uuid = str(e.originator_id)
-    conn.execute(purchase_orders.insert().values(
-        purchase_order_id=e.purchase_order_id, po_uuid=po_uuid,
-        distributor_id=e.distributor_id, status="requested", currency=e.currency,
-        total_minor=e.total_minor, requested_at=e.at, updated_at=e.at))
-    conn.execute(purchase_order_lines.insert(), [
-        {"po_uuid": po_uuid, "line_no": x["line_no"], "sku": x["sku"],
-         "quantity": x["quantity"], "unit_price_minor": x["unit_price_minor"],
-         "amount_minor": x["amount_minor"], "allocations": "[]"} for x in e.lines])
+    batch.orders.insert({
+        "purchase_order_id": e.purchase_order_id, "po_uuid": po_uuid,
+        "distributor_id": e.distributor_id, "status": "requested", "currency": e.currency,
+        "total_minor": e.total_minor, "requested_at": e.at, "updated_at": e.at})
+    for x in e.lines:
+        batch.lines.insert({
+            "po_uuid": po_uuid, "line_no": x["line_no"], "sku": x["sku"],
+            "quantity": x["quantity"], "unit_price_minor": x["unit_price_minor"],
+            "amount_minor": x["amount_minor"], "allocations": "[]"})
 
 
-def _approved(conn: Connection, e: Any) -> None:
+def _approved(batch: _Batch, e: Any) -> None:
     po_uuid = str(e.originator_id)
-    purchase_order_id = conn.execute(select(purchase_orders.c.purchase_order_id)
-                                     .where(_this(e))).scalar_one()
-    conn.execute(update(purchase_orders).where(_this(e))
-                 .values(status="approved", updated_at=e.at))
+    purchase_order_id = batch.orders.one(batch.conn, po_uuid)["purchase_order_id"]
+    batch.orders.update(batch.conn, po_uuid, status="approved", updated_at=e.at)
     warehouses = set()
     for line_no, allocated in enumerate(e.allocations, start=1):
-        conn.execute(update(purchase_order_lines)
-                     .where(purchase_order_lines.c.po_uuid == po_uuid,
-                            purchase_order_lines.c.line_no == line_no)
-                     .values(allocations=json.dumps(allocated, sort_keys=True)))
+        batch.lines.update(batch.conn, (po_uuid, line_no),
+                           allocations=json.dumps(allocated, sort_keys=True))
         warehouses.update(a["warehouse_id"] for a in allocated)
     by_shipment = {shipment_id_for(purchase_order_id, w): w for w in warehouses}
-    conn.execute(purchase_order_shipments.insert(), [
-        {"po_uuid": po_uuid, "shipment_id": sid, "warehouse_id": by_shipment.get(sid, ""),
-         "status": "created"} for sid in e.shipment_ids])
+    for sid in e.shipment_ids:
+        batch.shipments.insert({"po_uuid": po_uuid, "shipment_id": sid,
+                                "warehouse_id": by_shipment.get(sid, ""),
+                                "status": "created"})
 
 
 def _status(status: str) -> Any:
-    def handler(conn: Connection, e: Any) -> None:
-        conn.execute(update(purchase_orders).where(_this(e))
-                     .values(status=status, updated_at=e.at))
-    return handler
+    def fold(batch: _Batch, e: Any) -> None:
+        batch.orders.update(batch.conn, str(e.originator_id), status=status,
+                            updated_at=e.at)
+    return fold
 
 
-def _shipment_dispatched(conn: Connection, e: Any) -> None:
-    _status(e.status)(conn, e)
-    conn.execute(update(purchase_order_shipments)
-                 .where(purchase_order_shipments.c.po_uuid == str(e.originator_id),
-                        purchase_order_shipments.c.shipment_id == e.shipment_id)
-                 .values(status="dispatched"))
+def _shipment_dispatched(batch: _Batch, e: Any) -> None:
+    _status(e.status)(batch, e)
+    batch.shipments.update(batch.conn, (str(e.originator_id), e.shipment_id),
+                           status="dispatched")
+
+
+# event class -> what it does to the batch's rows
+_FOLD = {
+    PurchaseOrder.PurchaseOrderRequested: _requested,
+    PurchaseOrder.PurchaseOrderApproved: _approved,
+    PurchaseOrder.PurchaseOrderRejected: _status("rejected"),
+    PurchaseOrder.PurchaseOrderShipmentDispatched: _shipment_dispatched,
+    PurchaseOrder.PurchaseOrderReceived: _status("received"),
+}
 
 
 class PurchaseOrdersProjection(Projection):
     name = "purchase_orders"
     tables = (purchase_orders, purchase_order_lines, purchase_order_shipments)
-    handlers = {
-        PurchaseOrder.PurchaseOrderRequested: _requested,
-        PurchaseOrder.PurchaseOrderApproved: _approved,
-        PurchaseOrder.PurchaseOrderRejected: _status("rejected"),
-        PurchaseOrder.PurchaseOrderShipmentDispatched: _shipment_dispatched,
-        PurchaseOrder.PurchaseOrderReceived: _status("received"),
-    }
+    handlers = {}  # apply_batch folds the batch itself
+
+    @classmethod
+    def event_types(cls) -> tuple[type, ...]:
+        return tuple(_FOLD)
+
+    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
+        batch = _Batch(conn, events)
+        for e in events:
+            _FOLD[type(e)](batch, e)
+        batch.write()
 
 
 # -- queries --------------------------------------------------------------------------

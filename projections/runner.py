@@ -45,7 +45,7 @@ from projections.policies import ProcessManager, all_process_managers
 
 log = logging.getLogger("fenxiao.projections")
 
-READ_WINDOW = 50_000  # log positions one read of a batch looks through, at most
+READ_WINDOW = 20_000  # log positions one read of a batch looks through, at most
 
 
 class TrackingConflict(Exception):

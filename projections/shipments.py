@@ -1,18 +1,22 @@
 """Read model: shipments with their whole history (warehouse steps and every carrier event,
-late ones included, in the order they were recorded), and the carriers' rate cards."""
+late ones included, in the order they were recorded), and the carriers' rate cards.
+
+Every shipment moves through several events, so a batch is folded into rows and written
+with a few statements (projections/batching.py), not a statement or two per event."""
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
-from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, Text, select, update
+from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, Text, select
 from sqlalchemy.engine import Connection
 
 from commands.storage import BIGINT, metadata, upsert
 from domain.carriers import Carriers
 from domain.fulfilment import Shipment
 from projections.base import Projection
+from projections.batching import Rows, insert
 
 shipments = Table(
     "rm_shipments", metadata,
@@ -68,88 +72,115 @@ def _utc(at: datetime) -> datetime:
     return at.astimezone(timezone.utc)
 
 
-def _step(conn: Connection, shipment_id: str, e: Any, status: str, *,
-          kind: str = "warehouse", event_id: str | None = None, location: str | None = None,
-          applied: bool = True, occurred_at: datetime | None = None,
-          recorded_at: datetime | None = None) -> None:
-    at = e.at if occurred_at is None else occurred_at
-    conn.execute(shipment_events.insert().values(
-        shipment_id=shipment_id, version=e.originator_version, kind=kind, status=status,
-        event_id=event_id, location=location, applied=applied, occurred_at=_utc(at),
-        recorded_at=_utc(recorded_at or at)))
+class _Batch:
+    """A batch folded into rows (projections/batching.py): the shipments it creates and
+    moves, read in one query and written back once, and one INSERT of every step."""
+
+    def __init__(self, conn: Connection, events: Sequence[Any]) -> None:
+        self.conn = conn
+        self.shipments = Rows(shipments, "shipment_uuid")
+        self.shipments.load(conn, [str(e.originator_id) for e in events
+                                   if type(e) in _MOVES])
+        self.steps: list[dict[str, Any]] = []
+
+    def step(self, shipment_id: str, e: Any, status: str, *, kind: str = "warehouse",
+             event_id: str | None = None, location: str | None = None,
+             applied: bool = True, occurred_at: datetime | None = None,
+             recorded_at: datetime | None = None) -> None:
+        at = e.at if occurred_at is None else occurred_at
+        self.steps.append({
+            "shipment_id": shipment_id, "version": e.originator_version, "kind": kind,
+            "status": status, "event_id": event_id, "location": location,
+            "applied": applied, "occurred_at": _utc(at),
+            "recorded_at": _utc(recorded_at or at)})
+
+    def moved(self, e: Any, **values: Any) -> str:
+        """Only ShipmentCreated names its shipment id; later events name the aggregate
+        (which must have a row). Returns the shipment id."""
+        row = self.shipments.one(self.conn, str(e.originator_id))
+        self.shipments.update(self.conn, str(e.originator_id), **values)
+        return row["shipment_id"]
+
+    def write(self) -> None:
+        self.shipments.write(self.conn)
+        insert(self.conn, shipment_events, self.steps)
 
 
-def _id_of(conn: Connection, e: Any) -> str:
-    """Only ShipmentCreated names its shipment id; later events name the aggregate."""
-    return conn.execute(select(shipments.c.shipment_id)
-                        .where(shipments.c.shipment_uuid == str(e.originator_id))
-                        ).scalar_one()
-
-
-def _created(conn: Connection, e: Any) -> None:
-    conn.execute(shipments.insert().values(
-        shipment_id=e.shipment_id, shipment_uuid=str(e.originator_id), source=e.source,
-        order_id=e.source_id if e.source == "order" else None,
-        purchase_order_id=e.source_id if e.source == "purchase_order" else None,
-        case_id=e.source_id if e.source in ("exchange", "repair") else None,
-        warehouse_id=e.warehouse_id, region=e.region, status="created",
-        lines=_json([{"sku": x["sku"], "quantity": x["quantity"]} for x in e.lines]),
-        created_at=_utc(e.at)))
-    _step(conn, e.shipment_id, e, "created")
+def _created(batch: _Batch, e: Any) -> None:
+    batch.shipments.insert({
+        "shipment_id": e.shipment_id, "shipment_uuid": str(e.originator_id),
+        "source": e.source, "order_id": e.source_id if e.source == "order" else None,
+        "purchase_order_id": e.source_id if e.source == "purchase_order" else None,
+        "case_id": e.source_id if e.source in ("exchange", "repair") else None,
+        "warehouse_id": e.warehouse_id, "region": e.region, "status": "created",
+        "lines": _json([{"sku": x["sku"], "quantity": x["quantity"]} for x in e.lines]),
+        "created_at": _utc(e.at)})
+    batch.step(e.shipment_id, e, "created")
 
 
 def _warehouse_step(status: str) -> Any:
-    def handler(conn: Connection, e: Any) -> None:
-        shipment_id = _id_of(conn, e)
-        conn.execute(update(shipments).where(shipments.c.shipment_id == shipment_id)
-                     .values(status=status))
-        _step(conn, shipment_id, e, status)
-    return handler
+    def fold(batch: _Batch, e: Any) -> None:
+        batch.step(batch.moved(e, status=status), e, status)
+    return fold
 
 
-def _dispatched(conn: Connection, e: Any) -> None:
-    shipment_id = _id_of(conn, e)
-    conn.execute(update(shipments).where(shipments.c.shipment_id == shipment_id).values(
-        status="dispatched", carrier=e.carrier, tracking_number=e.tracking_number,
+def _dispatched(batch: _Batch, e: Any) -> None:
+    shipment_id = batch.moved(
+        e, status="dispatched", carrier=e.carrier, tracking_number=e.tracking_number,
         fee_minor=e.fee_minor, days=e.days, meets_promise=e.meets_promise,
-        chosen_by=e.chosen_by, alternatives=_json(e.alternatives),
-        dispatched_at=_utc(e.at)))
-    _step(conn, shipment_id, e, "dispatched")
+        chosen_by=e.chosen_by, alternatives=_json(e.alternatives), dispatched_at=_utc(e.at))
+    batch.step(shipment_id, e, "dispatched")
 
 
-def _carrier_event(conn: Connection, e: Any) -> None:
-    shipment_id = _id_of(conn, e)
+def _carrier_event(batch: _Batch, e: Any) -> None:
+    values: dict[str, Any] = {}
     if e.applied:
-        values: dict[str, Any] = {"status": e.status}
+        values["status"] = e.status
         if e.status == "delivered":
             values["delivered_at"] = _utc(e.occurred_at)
-        conn.execute(update(shipments).where(shipments.c.shipment_id == shipment_id)
-                     .values(**values))
-    _step(conn, shipment_id, e, e.status, kind="carrier", event_id=e.event_id,
-          location=e.location, applied=e.applied, occurred_at=e.occurred_at,
-          recorded_at=e.received_at)
+    shipment_id = batch.moved(e, **values)
+    batch.step(shipment_id, e, e.status, kind="carrier", event_id=e.event_id,
+               location=e.location, applied=e.applied, occurred_at=e.occurred_at,
+               recorded_at=e.received_at)
 
 
-def _rate_card(conn: Connection, e: Any) -> None:
+def _rate_card(batch: _Batch, e: Any) -> None:
+    """Rare: written at once (only rate card events touch rm_carriers)."""
     row = {"name": e.name, "base_fee_minor": e.base_fee_minor,
            "per_item_fee_minor": e.per_item_fee_minor, "default_days": e.default_days,
            "promised_days": _json(e.promised_days)}
-    upsert(conn, carriers, [{"carrier": e.carrier, **row}], ["carrier"], row)
+    upsert(batch.conn, carriers, [{"carrier": e.carrier, **row}], ["carrier"], row)
+
+
+# event class -> what it does to the batch's rows
+_FOLD = {
+    Shipment.ShipmentCreated: _created,
+    Shipment.ShipmentPicked: _warehouse_step("picked"),
+    Shipment.ShipmentPacked: _warehouse_step("packed"),
+    Shipment.ShipmentDispatched: _dispatched,
+    Shipment.ShipmentCancelled: _warehouse_step("cancelled"),
+    Shipment.CarrierEventRecorded: _carrier_event,
+    Carriers.CarrierAdded: _rate_card,
+    Carriers.RateCardChanged: _rate_card,
+}
+_MOVES = set(_FOLD) - {Shipment.ShipmentCreated, Carriers.CarrierAdded,
+                       Carriers.RateCardChanged}
 
 
 class ShipmentsProjection(Projection):
     name = "shipments"
     tables = (shipments, shipment_events, carriers)
-    handlers = {
-        Shipment.ShipmentCreated: _created,
-        Shipment.ShipmentPicked: _warehouse_step("picked"),
-        Shipment.ShipmentPacked: _warehouse_step("packed"),
-        Shipment.ShipmentDispatched: _dispatched,
-        Shipment.ShipmentCancelled: _warehouse_step("cancelled"),
-        Shipment.CarrierEventRecorded: _carrier_event,
-        Carriers.CarrierAdded: _rate_card,
-        Carriers.RateCardChanged: _rate_card,
-    }
+    handlers = {}  # apply_batch folds the batch itself
+
+    @classmethod
+    def event_types(cls) -> tuple[type, ...]:
+        return tuple(_FOLD)
+
+    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
+        batch = _Batch(conn, events)
+        for e in events:
+            _FOLD[type(e)](batch, e)
+        batch.write()
 
 
 def _json(value: Any) -> str:

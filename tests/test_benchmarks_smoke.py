@@ -61,3 +61,45 @@ def test_orders_http_benchmark_places_orders_through_a_real_server() -> None:
                                         3)
         assert rows[f"orders_http_{clients}_clients_p99"]["value"] >= \
             rows[f"orders_http_{clients}_clients_p50"]["value"] > 0
+
+
+def test_audit_log_then_rebuild_benchmarks(tmp_path: Path) -> None:
+    """A small realistic log through the application's commands, then rebuilds of two
+    busy projections from it, each figure a well-formed JSON line."""
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.audit_log", "--events", "3000",
+         "--database-url", url],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    made = {row["metric"]: row for row in map(json.loads, done.stdout.splitlines())}
+    assert made["audit_log_events"]["value"] >= 3000
+    assert made["audit_log_generation"]["unit"] == "events/s"
+    assert made["audit_log_generation"]["value"] > 0
+
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        topics = set(conn.execute(text("SELECT DISTINCT topic FROM fenxiao_events")).scalars())
+    engine.dispose()
+    kinds = {topic.rsplit(".", 1)[-1] for topic in topics}
+    assert {"OrderPlaced", "OrderPaid", "StockReserved", "ShipmentDispatched",
+            "CarrierEventRecorded", "CommissionAccrued", "EntryPosted",
+            "DistributorApproved"} <= kinds, kinds
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rebuild", "--database-url", url,
+         "--projections", "ledger,shipments"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {row["metric"]: row for row in map(json.loads, done.stdout.splitlines())}
+    assert rows["raw_log_read"]["unit"] == "rows/s"
+    for name in ("ledger", "shipments", "all"):
+        rate = rows[f"rebuild_{name}"]
+        assert rate["unit"] == "events/s" and rate["value"] > 0
+        assert rate["ratio"] == round(rate["value"] / rows["raw_log_read"]["value"], 3)
+        assert rows[f"rebuild_{name}_events"]["value"] > 0
+        assert rows[f"rebuild_{name}_peak_rss"]["value"] > 0
+    assert rows["rebuild_all_events"]["value"] == \
+        rows["rebuild_ledger_events"]["value"] + rows["rebuild_shipments_events"]["value"]

@@ -47,10 +47,13 @@ class AfterSalesService(OrderService):
         lines = [(sku, quantity) for sku, quantity in lines]
         case = Case.request(case_id, order_id, order.distributor_id, type, lines, reason,
                             amount_minor, order.currency, _actor(), at)
-        if amount_minor is not None and amount_minor > sum(
-                order.line_of(sku)["paid_minor"] for sku, _ in lines):
-            raise RefundExceedsPaid(f"a compensation of {amount_minor} is more than its "
-                                    "lines were paid", requested=amount_minor)
+        if amount_minor is not None:  # the cap its refund will have (refund_case)
+            paid = sum(_share(order.line_of(sku)["paid_minor"], quantity,
+                              order.line_of(sku)["quantity"]) for sku, quantity in lines)
+            if amount_minor > paid:
+                raise RefundExceedsPaid(f"a compensation of {amount_minor} is more than "
+                                        f"its goods were paid ({paid})", paid=paid,
+                                        requested=amount_minor)
         order.open_case(case_id, type, lines, at,
                         self.settings.return_window_days * SECONDS_PER_DAY)
         return {**case_view(case), "position": self.record(case, order)}
@@ -88,6 +91,7 @@ class AfterSalesService(OrderService):
         their quantities were paid; each line's share is refunded on the order (never
         beyond what the line was paid, across all cases), refunds against cash."""
         case = self.case(case_id)
+        case.require_refundable()  # a case in the wrong state says so before any amount
         order = self.load(Order.create_id(case.order_id), f"order {case.order_id}")
         at = self.clock()
         if case.type == "compensation" and amount_minor != case.amount_minor:

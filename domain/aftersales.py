@@ -185,15 +185,19 @@ class Case(Aggregate):
             shares[i] += 1
         return shares
 
-    def refund(self, amount_minor: int, reference: str, line_refunds: list[dict[str, Any]],
-               actor: str, at: datetime) -> None:
-        """Record the refund (the order recorded each line's share in the same save)."""
+    def require_refundable(self) -> None:
+        """InvalidTransition unless the case is where its type is paid back."""
         if self.type == "compensation":
             self._require(("approved",), "compensated")
         elif self.type == "refund_only":
             self._require(("approved",), "refunded")
         else:
             self._require(("received",), "refunded", ("return_refund", "exchange"))
+
+    def refund(self, amount_minor: int, reference: str, line_refunds: list[dict[str, Any]],
+               actor: str, at: datetime) -> None:
+        """Record the refund (the order recorded each line's share in the same save)."""
+        self.require_refundable()
         if amount_minor <= 0:
             raise InvalidCommand("a refund must be positive", field="amount")
         if not reference.strip():

@@ -446,10 +446,12 @@ class Order(Aggregate):
         raise ExceedsDelivered(f"order {self.order_id} has no line of {sku}", sku=sku,
                                eligible=0)
 
-    def case_quantities(self, sku: str) -> int:
-        """How many of `sku` earlier cases have taken back (rejected ones released)."""
+    def case_quantities(self, sku: str, shipped_only: bool = False) -> int:
+        """How many of `sku` earlier cases have taken back (rejected ones released); with
+        `shipped_only`, not counting the goods refunded before dispatch and so held back
+        (they were never delivered, so they do not reduce what was)."""
         return sum(c["lines"].get(sku, 0) for c in self.cases.values()
-                   if c["type"] in TAKES_GOODS)
+                   if c["type"] in TAKES_GOODS and not (shipped_only and c.get("held_back")))
 
     def eligible_quantity(self, sku: str, case_type: str) -> int:
         """What a new case of `case_type` may name of `sku`: what was delivered (or,
@@ -458,12 +460,15 @@ class Order(Aggregate):
         line = self.line_of(sku)
         dispatched = any(s["status"] in ("dispatched", "delivered")
                          for s in self.shipments.values())
-        if case_type == "compensation" or (case_type == "refund_only" and not dispatched):
+        ordered = case_type == "compensation" or (case_type == "refund_only"
+                                                  and not dispatched)
+        if ordered:
             base = line["quantity"]
         else:
             base = sum(x["quantity"] for s in self.shipments.values()
                        if s["status"] == "delivered" for x in s["lines"] if x["sku"] == sku)
-        taken = self.case_quantities(sku) if case_type in TAKES_GOODS else 0
+        taken = self.case_quantities(sku, shipped_only=not ordered) \
+            if case_type in TAKES_GOODS else 0
         return max(base - taken, 0)
 
     def open_case(self, case_id: str, case_type: str, lines: Sequence[tuple[str, int]],
@@ -539,6 +544,7 @@ class Order(Aggregate):
     def _case_stock_released(self, case_id: str, released: list[dict[str, Any]],
                              cancelled_shipment_ids: list[str],
                              shipments: list[dict[str, Any]], at: datetime) -> None:
+        self.cases[case_id]["held_back"] = True
         for r in released:
             line = next(x for x in self.lines if x["sku"] == r["sku"])
             a = next(a for a in reversed(line["allocations"])

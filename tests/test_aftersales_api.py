@@ -248,6 +248,12 @@ def test_compensation_reverses_commission_when_the_setting_says_so(api: Api) -> 
     open_case(api, "O-13", "compensation", [("CUP", 2)], amount=money(495),
               case_id="AS-1")
     step(api, "AS-1", "approve")
+    # A compensation is refused up front beyond what its goods were paid (2 × 990).
+    too_much = api.post("/after-sales", {"order_id": "O-13", "type": "compensation",
+                                         "lines": [{"sku": "CUP", "quantity": 1}],
+                                         "amount": money(991), "reason": "x"},
+                        role="operator")
+    assert too_much.status_code == 409 and code_of(too_much) == "refund_exceeds_paid"
     wrong = refund(api, "AS-1", 496, "R-0")
     assert wrong.status_code == 409 and code_of(wrong) == "amount_mismatch"
     assert refund(api, "AS-1", 495, "R-1").status_code == 200
@@ -368,6 +374,8 @@ def test_refund_only_before_dispatch_releases_the_reservation(api: Api) -> None:
                                      "lines": [{"sku": "TEA", "quantity": 2}],
                                      "reason": "x"}, role="operator")
     assert late.status_code == 409 and code_of(late) == "exceeds_delivered"
+    # ... and it can: the two held back were never delivered, so they take nothing from it.
+    open_case(api, "O-7", "return_refund", [("TEA", 1)], case_id="AS-2")
 
 
 def test_a_whole_order_refunded_before_dispatch_ships_nothing(api: Api) -> None:

@@ -2,7 +2,7 @@
 application's own commands.
 
     python -m benchmarks.audit_log [--events 20000] [--database-url URL] [--seed 1]
-                                   [--group 200] [--yes-wipe]
+                                   [--group 200] [--via-sqlite] [--yes-wipe]
 
 What it records (every event comes from a command of commands/, none is made by hand):
 warehouses in four regions, a catalog with wholesale prices, per-SKU commission rules,
@@ -18,18 +18,29 @@ their cause); commissions accrued and reversed by the commission process manager
 backorders filled by the backorder process manager, run the way the worker runs them;
 after-sales returns, refunds only and compensations; withdrawals requested, paid or
 rejected; B2B purchase orders; price changes. Time is simulated: the application clock
-moves through the days the log covers, so every time in it is coherent.
+moves through the days the log covers, so every time in it is coherent. The same seed
+gives the same business (the same commands in the same order).
 
 How it stays fast and faithful: commands go straight to `app.execute` (no HTTP), each with
 the command context the API would give it (actor, idempotency key on orders and
-payments, correlation id), and `--group` commands share one database transaction (a group
-commit: the commit, not Python, is the unit cost of a command). Nothing else differs: the
-aggregates, the rules, the events and their metadata are the application's. A refused
-command records nothing, as it would through the API; refusals are counted on stderr.
+payments, correlation id); `--group` commands share one database transaction (a group
+commit: the commit, not Python, is the unit cost of a command); the aggregate cache is
+not fast-forwarded on each load (this is the only writer, so what it holds is current:
+a query per load saved). Nothing else differs: the aggregates, the rules, the events and
+their metadata are the application's. A refused command records nothing, as it would
+through the API; refusals are counted on stderr.
+
+A million events, measured on the 2-core development machine: recorded in PostgreSQL,
+13 min of this process's CPU and 3 min of the server's (62 min of wall clock on a machine
+busy with other work); recorded in SQLite, 9 min. Hence `--via-sqlite`: record into a
+temporary SQLite file, then copy what was stored (the log with its positions, snapshots,
+the process managers' positions and parked events, idempotency replies, store facts) row
+for row into `--database-url`: 10 min in all for PostgreSQL, for the same business.
 
 It stops at the first group commit after the log reaches `--events`, and prints JSON lines
-like `python -m benchmarks`: the events written, the time taken, events/s and commands/s.
-It WIPES the target database first (same guard as `python -m benchmarks`).
+like `python -m benchmarks`: the events written, the time taken, events/s and commands/s,
+and the CPU seconds of this process and (PostgreSQL on this machine) of the server. It
+WIPES the target database first (same guard as `python -m benchmarks`).
 """
 from __future__ import annotations
 

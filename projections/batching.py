@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import io
 from datetime import date, datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from sqlalchemy import Table, and_, delete, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, NoResultFound
+
+from projections.base import Projection
 
 _CHUNK = 500  # keys per SELECT ... IN: well below every driver's parameter limit
 
@@ -214,3 +216,23 @@ def _matching(table: Table, names: Sequence[str], keys: Sequence[Any]) -> Any:
     return or_(*(and_(*(table.c[names[i]] == value for i, value in zip(others, group)),
                       table.c[names[at]].in_(values))
                  for group, values in groups.items()))
+
+
+class FoldingProjection(Projection):
+    """A projection that folds each batch itself: `batch_class(conn, events)` reads the
+    rows the batch touches, `fold[type(event)](batch, event)` applies each event to them in
+    log order, and `batch.write()` writes them back."""
+
+    handlers: ClassVar[dict[type, Any]] = {}  # none: apply_batch folds the batch itself
+    fold: ClassVar[dict[type, Callable[[Any, Any], None]]]
+    batch_class: ClassVar[Callable[[Connection, Sequence[Any]], Any]]
+
+    @classmethod
+    def event_types(cls) -> tuple[type, ...]:
+        return tuple(cls.fold)
+
+    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
+        batch = self.batch_class(conn, events)
+        for e in events:
+            self.fold[type(e)](batch, e)
+        batch.write()

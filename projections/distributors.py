@@ -12,8 +12,7 @@ from commands.storage import metadata, upsert
 from commands.views import rule_view
 from domain.commissions import CommissionRules
 from domain.distributors import CustomerBinding, Distributor
-from projections.base import Projection
-from projections.batching import Rows
+from projections.batching import FoldingProjection, Rows
 
 distributors = Table(
     "rm_distributors", metadata,
@@ -149,20 +148,11 @@ _DISTRIBUTOR_MOVES = {Distributor.DistributorApproved, Distributor.DistributorRe
                       Distributor.UplineChanged}
 
 
-class DistributorsProjection(Projection):
+class DistributorsProjection(FoldingProjection):
     name = "distributors"
     tables = (distributors, bindings, commission_rules)
-    handlers = {}  # apply_batch folds the batch itself
-
-    @classmethod
-    def event_types(cls) -> tuple[type, ...]:
-        return tuple(_FOLD)
-
-    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
-        batch = _Batch(conn, events)
-        for e in events:
-            _FOLD[type(e)](batch, e)
-        batch.write()
+    fold = _FOLD
+    batch_class = _Batch
 
 
 def _distributor_view(row: Any) -> dict[str, Any]:

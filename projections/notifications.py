@@ -25,8 +25,7 @@ from sqlalchemy.engine import Connection
 from commands.storage import metadata
 from domain.ids import natural_id
 from domain.orders import Order
-from projections.base import Projection
-from projections.batching import Rows, insert
+from projections.batching import FoldingProjection, Rows, insert
 
 notifications = Table(
     "rm_notifications", metadata,
@@ -153,20 +152,11 @@ _FOLD = {
 }
 
 
-class NotificationsProjection(Projection):
+class NotificationsProjection(FoldingProjection):
     name = "notifications"
     tables = (notifications, notification_orders)
-    handlers = {}  # apply_batch folds the batch itself
-
-    @classmethod
-    def event_types(cls) -> tuple[type, ...]:
-        return tuple(_FOLD)
-
-    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
-        batch = _Batch(conn, events)
-        for e in events:
-            _FOLD[type(e)](batch, e)
-        batch.write()
+    fold = _FOLD
+    batch_class = _Batch
 
 
 def notification_view(row: Any) -> dict[str, Any]:

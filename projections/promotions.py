@@ -21,8 +21,7 @@ from commands.storage import BIGINT, metadata
 from commands.views import money
 from domain.coupons import Coupon, ThresholdPromotions
 from domain.orders import Order
-from projections.base import Projection
-from projections.batching import Rows
+from projections.batching import FoldingProjection, Rows
 
 coupons = Table(
     "rm_coupons", metadata,
@@ -205,20 +204,11 @@ _COUPON_MOVES = (Coupon.CouponRedeemed, Coupon.CouponRedemptionReleased)
 _CLOSING = (Order.OrderCancelled, Order.OrderExpired)
 
 
-class PromotionsProjection(Projection):
+class PromotionsProjection(FoldingProjection):
     name = "promotions"
     tables = (coupons, coupon_redemptions, threshold_promotions, threshold_uses)
-    handlers = {}  # apply_batch folds the batch itself
-
-    @classmethod
-    def event_types(cls) -> tuple[type, ...]:
-        return tuple(_FOLD)
-
-    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
-        batch = _Batch(conn, events)
-        for e in events:
-            _FOLD[type(e)](batch, e)
-        batch.write()
+    fold = _FOLD
+    batch_class = _Batch
 
 
 # -- queries --------------------------------------------------------------------------

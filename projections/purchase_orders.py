@@ -13,8 +13,7 @@ from sqlalchemy.engine import Connection
 from commands.storage import BIGINT, metadata
 from domain.fulfilment import shipment_id_for
 from domain.purchasing import PurchaseOrder
-from projections.base import Projection
-from projections.batching import Rows
+from projections.batching import FoldingProjection, Rows
 
 purchase_orders = Table(
     "rm_purchase_orders", metadata,
@@ -122,20 +121,11 @@ _FOLD = {
 }
 
 
-class PurchaseOrdersProjection(Projection):
+class PurchaseOrdersProjection(FoldingProjection):
     name = "purchase_orders"
     tables = (purchase_orders, purchase_order_lines, purchase_order_shipments)
-    handlers = {}  # apply_batch folds the batch itself
-
-    @classmethod
-    def event_types(cls) -> tuple[type, ...]:
-        return tuple(_FOLD)
-
-    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
-        batch = _Batch(conn, events)
-        for e in events:
-            _FOLD[type(e)](batch, e)
-        batch.write()
+    fold = _FOLD
+    batch_class = _Batch
 
 
 # -- queries --------------------------------------------------------------------------

@@ -15,8 +15,7 @@ from sqlalchemy.engine import Connection
 from commands.storage import BIGINT, metadata, upsert
 from domain.carriers import Carriers
 from domain.fulfilment import Shipment
-from projections.base import Projection
-from projections.batching import Rows, insert
+from projections.batching import FoldingProjection, Rows, insert
 
 shipments = Table(
     "rm_shipments", metadata,
@@ -167,20 +166,11 @@ _MOVES = set(_FOLD) - {Shipment.ShipmentCreated, Carriers.CarrierAdded,
                        Carriers.RateCardChanged}
 
 
-class ShipmentsProjection(Projection):
+class ShipmentsProjection(FoldingProjection):
     name = "shipments"
     tables = (shipments, shipment_events, carriers)
-    handlers = {}  # apply_batch folds the batch itself
-
-    @classmethod
-    def event_types(cls) -> tuple[type, ...]:
-        return tuple(_FOLD)
-
-    def apply_batch(self, conn: Connection, events: Sequence[Any]) -> None:
-        batch = _Batch(conn, events)
-        for e in events:
-            _FOLD[type(e)](batch, e)
-        batch.write()
+    fold = _FOLD
+    batch_class = _Batch
 
 
 def _json(value: Any) -> str:

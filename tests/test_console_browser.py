@@ -24,9 +24,9 @@ from typing import Any, Iterator
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from api.auth import create_token
@@ -153,10 +153,16 @@ def rows(browser: WebDriver, table: str, *fields: str) -> dict[str, dict[str, st
 
 
 def click(browser: WebDriver, element: Any) -> None:
-    """Click and wait for the next page: a click returns before the navigation it starts."""
-    page = browser.find_element(By.TAG_NAME, "html")
+    """Click and wait for the next page: a click returns before the navigation it starts.
+
+    The old page is marked with a window property; the next page has none. (Waiting for the
+    old <html> element to go stale raced: mid-navigation Chrome answers the staleness probe
+    with an "unknown error" rather than a stale reference.)"""
+    browser.execute_script("window.fenxiaoOldPage = true")
     element.click()
-    WebDriverWait(browser, 20).until(staleness_of(page))
+    WebDriverWait(browser, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda b: b.execute_script(
+            "return window.fenxiaoOldPage === undefined && document.readyState === 'complete'"))
 
 
 def follow(browser: WebDriver, link_text: str) -> None:

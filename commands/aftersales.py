@@ -18,7 +18,8 @@ from typing import Any, Sequence
 from commands.app import _current_context
 from commands.ledger import Postings
 from commands.fulfilment import shipment_view
-from commands.orders import SECONDS_PER_DAY, OrderService, _candidates, _reserve, iso
+from commands.orders import (SECONDS_PER_DAY, OrderService, _candidates, _distinct, _reserve,
+                             iso)
 from domain.aftersales import RETURNS, Case, case_shipment_source
 from domain.allocation import plan_allocation, require_covered
 from domain.accruals import RefundExceedsPaid
@@ -179,9 +180,11 @@ class AfterSalesService(OrderService):
         if case.type == "exchange":
             products = {sku: self.product(sku) for sku, _ in lines}
             items = self._stock_items(products.values())
+            _, served = self._serve_queues(products.values(), items, at)
             plans = plan_allocation(lines, region, _candidates(products, items))
             require_covered(plans)
-            reserved = _reserve(items, source, ((p.sku, p.allocations) for p in plans))
+            reserved = served + _reserve(items, source,
+                                         ((p.sku, p.allocations) for p in plans))
             shipping = plan_shipments(source, [(p.sku, w, q) for p in plans
                                                for w, q in p.allocations])
         else:
@@ -192,7 +195,7 @@ class AfterSalesService(OrderService):
                      for plan in shipping]
         case.ship([plan.as_dict() for plan in shipping], _actor(), at)
         return {**case_view(case, shipments),
-                "position": self.record(case, *shipments, *reserved)}
+                "position": self.record(*_distinct([case, *shipments, *reserved]))}
 
     def close_case(self, case_id: str) -> dict[str, Any]:
         case = self.case(case_id)

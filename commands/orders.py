@@ -70,6 +70,7 @@ class OrderService(StockService, LedgerService):
         credited, binding = self._attribute(customer["customer_id"], distributor_id,
                                             referral_code)
         items = self._stock_items(products.values())
+        queues, served = self._serve_queues(products.values(), items, at)
         plans = plan_allocation(lines, address["region"], _candidates(products, items))
         order = Order.place(order_id, customer["customer_id"], customer["name"],
                             customer["phone"], address, priced, plans, allow_backorder,
@@ -77,11 +78,12 @@ class OrderService(StockService, LedgerService):
         reserved = _reserve(items, order_id, ((p.sku, p.allocations) for p in plans))
         if coupon is not None:
             coupon.redeem(order_id, order.customer_id, priced.coupon_discount_minor, at)
-        queues = [self._backorder_queue(sku) for _, sku, _ in order.backorders()]
-        for queue in queues:
-            queue.join(order_id)
-        changed = [order, *reserved, *queues, *filter(None, [coupon, binding])]
-        return {**order_view(order), "position": self.record(*changed)}
+        for _, sku, _ in order.backorders():
+            queues[sku] = queues.get(sku) or BackorderQueue(sku=sku)
+            queues[sku].join(order_id)
+        changed = [order, *served, *reserved, *queues.values(),
+                   *filter(None, [coupon, binding])]
+        return {**order_view(order), "position": self.record(*_distinct(changed))}
 
     def _coupon(self, code: str) -> Coupon:
         return self.load(Coupon.create_id(code), f"coupon {normalize_code(code)}",
@@ -116,6 +118,28 @@ class OrderService(StockService, LedgerService):
 
     def _backorder_queue(self, sku: str) -> BackorderQueue:
         return self.find(BackorderQueue.create_id(sku)) or BackorderQueue(sku=sku)
+
+    def _serve_queues(self, products: Iterable[Product],
+                      items: Mapping[tuple[str, str], StockItem], at: datetime
+                      ) -> tuple[dict[str, BackorderQueue], list[Any]]:
+        """Before a command reserves stock of these products for itself: the orders
+        waiting for them take what is available first, first come first served, in the
+        command's own save. Stock arrives (a receipt, a release, a transfer) in one save
+        and the backorder policy fills the queue in a later one; a placement in between
+        would otherwise take stock an earlier order was promised. Returns the products'
+        existing queues, by SKU, and what the fills changed (orders, the shipments of
+        those now complete and paid, stock items)."""
+        queues: dict[str, BackorderQueue] = {}
+        changed: list[Any] = []
+        waiting_orders: dict[str, Order] = {}  # each loaded once, whatever it waits for
+        for product in products:
+            queue = self.find(BackorderQueue.create_id(product.sku))
+            if queue is None:
+                continue
+            queues[product.sku] = queue
+            here = {w: item for (sku, w), item in items.items() if sku == product.sku}
+            changed += self._fill_queue(queue, product, here, at, waiting_orders)[1]
+        return queues, changed
 
     # -- paying -----------------------------------------------------------------------
 
@@ -261,13 +285,22 @@ class OrderService(StockService, LedgerService):
             return {"sku": sku, "filled": [], "position": None}
         product = self.product(sku)
         items = {w: item for (_, w), item in self._stock_items([product]).items()}
-        at = self.clock()
+        filled, changed = self._fill_queue(queue, product, items, self.clock(), {})
+        return {"sku": sku, "filled": filled, "position": self.record(queue, *changed)}
+
+    def _fill_queue(self, queue: BackorderQueue, product: Product,
+                    items: Mapping[str, StockItem], at: datetime,
+                    loaded: dict[str, Order]) -> tuple[list[dict[str, Any]], list[Any]]:
+        """Fill the orders in `queue` from `items` (by warehouse), oldest first, while
+        anything is available; `loaded` holds the orders this command loaded already.
+        Returns the fills and what they changed besides the queue."""
         filled: list[dict[str, Any]] = []
         changed: list[Any] = []
         for order_id in list(queue.waiting):
             if not any(item.available > 0 for item in items.values()):
                 break
-            order = self.order(order_id)
+            order = loaded.get(order_id) or loaded.setdefault(order_id,
+                                                              self.order(order_id))
             fill = self._fill(order, product, items, at)
             if fill is None:  # no longer waiting for this sku: a stale place in the queue
                 queue.leave(order_id, "not_waiting")
@@ -280,7 +313,7 @@ class OrderService(StockService, LedgerService):
                 changed.extend(self._start_fulfilment(order, at))
         reserved = {a["warehouse_id"] for fill in filled for a in fill["allocations"]}
         changed.extend(items[w] for w in sorted(reserved))
-        return {"sku": sku, "filled": filled, "position": self.record(queue, *changed)}
+        return filled, _distinct(changed)
 
     def _fill(self, order: Order, product: Product, items: dict[str, StockItem],
               at: datetime) -> dict[str, Any] | None:
@@ -312,6 +345,11 @@ def _candidates(products: Mapping[str, Product],
     return {sku: [StockCandidate(w, products[sku].stocked_at[w], item.available)
                   for (s, w), item in items.items() if s == sku]
             for sku in products}
+
+
+def _distinct(aggregates: Iterable[Any]) -> list[Any]:
+    """Each aggregate once, in the order first given (a save takes each once)."""
+    return list({id(a): a for a in aggregates}.values())
 
 
 def _reserve(items: Mapping[tuple[str, str], StockItem], order_id: str,

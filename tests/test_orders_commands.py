@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from commands import Fenxiao
 from domain.catalog import Product
 from domain.coupons import Coupon
+from domain.errors import InsufficientStock
 from domain.fulfilment import Shipment
 from domain.orders import BackorderQueue, Order
 from domain.promotions import CouponTerms
@@ -101,6 +103,38 @@ def test_backorders_are_filled_first_come_first_served(app: Fenxiao) -> None:
     assert held(app, "TEA", "W-SOUTH") == {"O-1": 3}
     filled = run(app, lambda: app.fill_backorders("TEA"))  # O-2's 2 go to O-3
     assert [(f["order_id"], f["backordered"]) for f in filled["filled"]] == [("O-3", 1)]
+
+
+def test_stock_that_arrives_goes_to_the_queue_before_a_new_order_takes_it(
+        app: Fenxiao) -> None:
+    """The receipt is one save and the backorder policy's fill a later one: an order
+    placed in between serves the orders waiting first, in its own save."""
+    shop(app)
+    place(app, [("TEA", 4)], "O-0")
+    run(app, lambda: app.pay_order("O-0", 4000, "PAY-0"))
+    place(app, [("TEA", 3)], "O-1", allow_backorder=True)
+    run(app, lambda: app.pay_order("O-1", 3000, "PAY-1"))
+    place(app, [("TEA", 2), ("CUP", 1)], "O-2", allow_backorder=True)
+    run(app, lambda: app.receive_stock("TEA", "W-SOUTH", 4, "PO-2"))  # no policy ran
+    before = app.last_position()
+    with pytest.raises(InsufficientStock) as refused:
+        place(app, [("TEA", 1)], "O-3")
+    assert refused.value.details["available"] == 0  # 3 + 1 were promised
+    assert app.last_position() == before
+    assert held(app, "TEA", "W-SOUTH") == {}  # a refusal records nothing, fills included
+    late = place(app, [("TEA", 2)], "O-4", allow_backorder=True)
+    assert late["lines"][0]["backordered"] == 2  # it waits behind O-2
+    o1 = app.repository.get(Order.create_id("O-1"))
+    assert o1.status == "fulfilling"  # paid and now complete: its shipment was created
+    assert app.exists(Shipment.create_id(next(iter(o1.shipments))))
+    assert held(app, "TEA", "W-SOUTH") == {"O-1": 3, "O-2": 1}
+    assert app.repository.get(BackorderQueue.create_id("TEA")).waiting == ["O-2", "O-4"]
+    assert run(app, lambda: app.fill_backorders("TEA"))["position"] is None  # nothing left
+    run(app, lambda: app.receive_stock("TEA", "W-EAST", 1, "PO-3"))
+    cup = place(app, [("CUP", 1), ("TEA", 1)], "O-5", allow_backorder=True)
+    assert cup["lines"][1]["backordered"] == 1  # O-2's last unit came first
+    assert app.repository.get(Order.create_id("O-2")).status == "placed"
+    assert app.repository.get(BackorderQueue.create_id("TEA")).waiting == ["O-4", "O-5"]
 
 
 def test_unpaid_orders_expire_after_the_timeout_and_not_before(app: Fenxiao) -> None:

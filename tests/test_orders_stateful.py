@@ -27,6 +27,7 @@ what the model's paid, not-cancelled, accrued orders give; nothing is parked.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
@@ -297,7 +298,19 @@ class Model:
               named: tuple[str, ...] | None, code: str | None, backorder: bool
               ) -> OrderModel:
         """The placed order, applied to the model; Refusal (model untouched) if refused.
-        The checks come in the order the command makes them."""
+        The orders waiting for its SKUs are served first, whether or not the policy ran
+        since stock arrived: in the placement's save, so a refusal undoes them too."""
+        before = copy.deepcopy(self.__dict__)
+        try:
+            return self._place(order_id, customer, region, lines, named, code, backorder)
+        except Refusal:
+            self.__dict__ = before
+            raise
+
+    def _place(self, order_id: str, customer: str, region: str, lines: list[tuple[str, int]],
+               named: tuple[str, ...] | None, code: str | None, backorder: bool
+               ) -> OrderModel:
+        """The checks come in the order the command makes them."""
         coupon = code.strip().upper() if code is not None else None
         if coupon is not None and coupon not in COUPONS:
             raise Refusal("not_found")
@@ -311,6 +324,8 @@ class Model:
             if self.status[distributor] != "active":
                 raise Refusal("distributor_inactive")
         credited = distributor or self.bindings.get(customer)
+        for sku, _ in lines:
+            self.fill(sku)
         plans = [self.plan(sku, quantity, region) for sku, quantity in lines]
         if not backorder and any(uncovered for _, uncovered in plans):
             raise Refusal("insufficient_stock")

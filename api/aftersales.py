@@ -11,8 +11,8 @@ from api.auth import owned_by, requires
 from api.fulfilment import ShipmentOut
 from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
 from api.openapi import required_when
-from api.schemas import (Id, NoBody, PageQuery, PositiveMoneySchema, Quantity, ReadQuery, Str,
-                         StrictBool, Text, require_currency)
+from api.schemas import (Id, MoneySchema, NoBody, PageQuery, PositiveMoneySchema, Quantity,
+                         ReadQuery, Str, StrictBool, Text, require_currency)
 from domain.aftersales import STATUSES, TYPES, Case
 from domain.errors import NotFound
 from projections.aftersales import AfterSalesProjection, get_case, list_cases
@@ -60,7 +60,10 @@ class CaseReceiveIn(Schema):
 
 
 class CaseRefundIn(Schema):
-    amount = fields.Nested(PositiveMoneySchema, required=True)
+    # Zero is the refund of goods paid nothing (a line discounted to zero): any other
+    # zero is refused with 422 validation_error by the case itself.
+    amount = fields.Nested(MoneySchema, required=True, metadata={
+        "description": "positive; zero only when the case's goods were paid nothing"})
     refund_reference = Text(200, required=True)
 
 

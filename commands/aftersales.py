@@ -119,13 +119,15 @@ class AfterSalesService(OrderService):
                 order.compensate(line["line_no"], share, reference, at)
         case.refund(amount_minor, reference,
                     [{"line_no": line["line_no"], "sku": line["sku"], "amount_minor": share}
-                     for line, share in zip(lines, splits)], _actor(), at)
+                     for line, share in zip(lines, splits)], _actor(), at, sum(caps))
         held_back = self._hold_back(case, order, at) \
             if case.type == "refund_only" and not order.is_dispatched() else []
         postings = Postings(self, at)
-        postings.post(f"aftersales:{case_id}:refunded", "refund", refund_lines(amount_minor),
-                      f"after-sales {case.type} {case_id} of order {case.order_id}, "
-                      f"reference {reference}")
+        if amount_minor:  # goods paid nothing are refunded with nothing: no money moves
+            postings.post(f"aftersales:{case_id}:refunded", "refund",
+                          refund_lines(amount_minor),
+                          f"after-sales {case.type} {case_id} of order {case.order_id}, "
+                          f"reference {reference}")
         if held_back and not order.allocated_stock() and not order.backorders():
             held_back.extend(self._cancel_emptied(order, case_id, postings, at))
         return {**case_view(case),

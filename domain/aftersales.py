@@ -195,11 +195,16 @@ class Case(Aggregate):
             self._require(("received",), "refunded", ("return_refund", "exchange"))
 
     def refund(self, amount_minor: int, reference: str, line_refunds: list[dict[str, Any]],
-               actor: str, at: datetime) -> None:
-        """Record the refund (the order recorded each line's share in the same save)."""
+               actor: str, at: datetime, refundable_minor: int) -> None:
+        """Record the refund (the order recorded each line's share in the same save).
+        `refundable_minor`: what the case's goods were paid. Goods paid nothing (a line
+        discounted to zero, a free gift) are refunded with nothing, so that their case
+        still moves on (and a refund only before dispatch still holds them back); any
+        other refund must be positive."""
         self.require_refundable()
-        if amount_minor <= 0:
-            raise InvalidCommand("a refund must be positive", field="amount")
+        if amount_minor < 0 or (amount_minor == 0 and refundable_minor > 0):
+            raise InvalidCommand("a refund must be positive (zero only for goods paid "
+                                 "nothing)", field="amount")
         if not reference.strip():
             raise InvalidCommand("a refund reference is required", field="refund_reference")
         self._refunded(amount_minor=amount_minor, reference=reference.strip(),

@@ -378,6 +378,46 @@ def test_refund_only_before_dispatch_releases_the_reservation(api: Api) -> None:
     open_case(api, "O-7", "return_refund", [("TEA", 1)], case_id="AS-2")
 
 
+def test_goods_paid_nothing_are_refunded_with_nothing(api: Api) -> None:
+    """A cup given free (a coupon for exactly its price): a refund only of it before
+    dispatch is refunded with zero, which holds the cup back and moves no money; zero is
+    refused for goods that were paid, as a fen is for the free cup."""
+    app = shop(api)
+    app.execute(lambda: {"position": app.record(Coupon.issue(
+        CouponTerms(code="FREECUP", amount_off_minor=990, skus=("CUP",)), "CNY",
+        app.clock()))})
+    placed = api.post("/orders", {
+        "order_id": "O-9", "distributor_id": "D2", "coupon_code": "FREECUP",
+        "customer": {"customer_id": "C-9", "name": "Li Lei", "phone": "13800138000"},
+        "shipping_address": {"region": "east", "city": "Hangzhou", "line1": "1 Beishan Rd"},
+        "lines": [{"sku": "TEA", "quantity": 1}, {"sku": "CUP", "quantity": 1}]},
+        role="integration").get_json()
+    assert [x["net"] for x in placed["lines"]] == [1999, 0]
+    paid = api.post("/orders/O-9/payments",
+                    {"amount": money(1999), "payment_reference": "PAY-9"}, role="integration")
+    assert paid.status_code == 200, paid.get_json()
+    open_case(api, "O-9", "refund_only", [("CUP", 1)], case_id="AS-1")
+    open_case(api, "O-9", "refund_only", [("TEA", 1)], case_id="AS-2")
+    for case_id in ("AS-1", "AS-2"):
+        step(api, case_id, "approve")
+    before = app.last_position()
+    assert code_of(refund(api, "AS-1", 1, "R-1")) == "refund_exceeds_paid"
+    assert code_of(refund(api, "AS-2", 0, "R-2")) == "validation_error"
+    assert app.last_position() == before
+    done = refund(api, "AS-1", 0, "R-1")
+    assert done.status_code == 200, done.get_json()
+    assert (done.get_json()["status"], done.get_json()["refunded"]) == ("refunded", 0)
+    assert step(api, "AS-1", "close")["status"] == "closed"
+    at = settle(app)
+    assert books(app).get("merchant:refunds", 0) == 0
+    assert api.get("/inventory/CUP", min_position=at).get_json()["reserved"] == 0
+    order = api.get("/orders/O-9", min_position=at).get_json()
+    assert order["status"] == "fulfilling" and order["refunded"] == 0
+    assert [api.get(f"/shipments/{s['shipment_id']}", min_position=at).get_json()["lines"]
+            for s in order["shipments"] if s["status"] == "created"] == [
+        [{"sku": "TEA", "quantity": 1}]]  # the cup's shipment is cancelled
+
+
 def test_a_whole_order_refunded_before_dispatch_ships_nothing(api: Api) -> None:
     app = shop(api)
     app.settings = replace(app.settings, shipping_fee_minor=800)
@@ -612,7 +652,7 @@ def test_bad_refunds_and_receipts_are_422_and_record_nothing(api: Api) -> None:
     open_case(api, "O-11", "return_refund", [("TEA", 1)], case_id="AS-1")
     step(api, "AS-1", "approve")
     before = app.last_position()
-    for action, body in (("refund", {"amount": money(0), "refund_reference": "R"}),
+    for action, body in (("refund", {"amount": money(-1), "refund_reference": "R"}),
                          ("refund", {"amount": {"amount": 5, "currency": "USD"},
                                      "refund_reference": "R"}),
                          ("refund", {"amount": money(5), "refund_reference": ""}),

@@ -21,12 +21,23 @@ def test_a_return_goes_requested_approved_received_refunded_closed() -> None:
     c = case()
     c.approve("ops", T0)
     c.receive("W1", True, "wh", T0)
-    c.refund(100, "R-1", [], "ops", T0)
+    c.refund(100, "R-1", [], "ops", T0, refundable_minor=3000)
     c.close("ops", T0)
     assert [(h["status"], h["actor"]) for h in c.history] == [
         ("requested", "ops"), ("approved", "ops"), ("received", "wh"),
         ("refunded", "ops"), ("closed", "ops")]
     assert c.refunded_minor == 100
+
+
+def test_a_refund_is_positive_but_for_goods_paid_nothing() -> None:
+    c = case("refund_only")
+    c.approve("ops", T0)
+    for amount, refundable in ((0, 1), (-1, 0), (-1, 100)):
+        with pytest.raises(InvalidCommand):
+            c.refund(amount, "R-1", [], "ops", T0, refundable_minor=refundable)
+    assert c.status == "approved"
+    c.refund(0, "R-1", [], "ops", T0, refundable_minor=0)  # a free gift, held back
+    assert (c.status, c.refunded_minor) == ("refunded", 0)
 
 
 @pytest.mark.parametrize("type, steps", [
@@ -43,7 +54,7 @@ def test_a_return_goes_requested_approved_received_refunded_closed() -> None:
 def test_other_transitions_are_refused_and_record_nothing(type: str,
                                                           steps: list[str]) -> None:
     c = case(type, 500 if type == "compensation" else None)
-    commands = {"refund": lambda: c.refund(1, "R", [], "ops", T0),
+    commands = {"refund": lambda: c.refund(1, "R", [], "ops", T0, refundable_minor=500),
                 "receive": lambda: c.receive("W1", False, "wh", T0),
                 "close": lambda: c.close("ops", T0),
                 "ship": lambda: c.ship(SENT, "wh", T0),
@@ -82,7 +93,7 @@ def test_a_repair_is_never_restocked_and_an_exchange_may_be_refunded_instead() -
     exchange = case("exchange")
     exchange.approve("ops", T0)
     exchange.receive("W1", True, "wh", T0)
-    exchange.refund(100, "R-1", [], "ops", T0)  # the replacement could not be sent
+    exchange.refund(100, "R-1", [], "ops", T0, 100)  # the replacement could not be sent
     assert exchange.status == "refunded"
 
 

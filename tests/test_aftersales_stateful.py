@@ -441,6 +441,8 @@ class Model:
         if case.type == "compensation" and amount != case.amount:
             refusals.add("amount_mismatch")
         caps = self.caps(case)
+        if amount == 0 and sum(caps) > 0:  # zero refunds only goods paid nothing
+            refusals.add("validation_error")
         if amount > sum(caps):
             refusals.add("refund_exceeds_paid")
         else:
@@ -858,7 +860,7 @@ def make_machine(url: str, compensation_reverses: bool) -> type[RuleBasedStateMa
             ["approve", "reject", "receive", "refund", "ship", "close"]),
             w=st.sampled_from(["W1", "W2", "W9"]), restock=st.booleans(),
             how=st.sampled_from(["all", "part", "one", "left", "left_plus_one", "to_half",
-                                 "too_much", "other_amount"]))
+                                 "too_much", "other_amount", "nothing"]))
         def case_out_of_turn(self, data: st.DataObject, action: str, w: str, restock: bool,
                              how: str) -> None:
             """Any step on any case, with any warehouse, restock flag or amount: mostly
@@ -902,7 +904,7 @@ def make_machine(url: str, compensation_reverses: bool) -> type[RuleBasedStateMa
             is left of that after earlier cases), left_plus_one, to_half (what brings the
             first line's refunds to half its net, where the rounding of an odd commission
             ties), too_much (one more than all), other_amount (a compensation's amount plus
-            one)."""
+            one), nothing (zero: refused unless the case's goods were paid nothing)."""
             o = self.model.orders[case.order_id]
             caps = sum(self.model.caps(case))
             left = sum(min(cap, self.model.left(o.line(sku)))
@@ -915,6 +917,7 @@ def make_machine(url: str, compensation_reverses: bool) -> type[RuleBasedStateMa
                           "left_plus_one": left + 1,
                           "to_half": max(o.line(case.lines[0][0]).net // 2 -
                                          o.line(case.lines[0][0]).refunded, 1),
+                          "nothing": 0,
                           "part": data.draw(st.integers(1, max(caps, 1)))}[how]
             reference = self.fresh("R")
             refusals = self.model.refund_refusals(case, amount)

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from eventsourcing.utils import get_topic
+from sqlalchemy import select
 
 from commands.app import CommandContext
+from commands.storage import tracking
 from domain.accruals import AccrualBasis, LineCommission
 from domain.orders import Order
 from domain.stock import StockItem
@@ -85,16 +87,30 @@ def _order_id(app: Any, e: Any) -> str:
 def _paid(app: Any, e: Any, cause: Cause) -> None:
     basis = recorded_basis(e)
     if basis is not None:  # an order without a distributor earns nobody anything
-        cause.issue(app, lambda: _accrue(app, basis))
+        cause.issue(app, lambda: _accrue(app, basis, cause))
 
 
-def _accrue(app: Any, basis: AccrualBasis) -> dict[str, Any]:
-    # Cancelled since it was paid (this event was late, or parked and retried after the
-    # cancellation's reversal ran): accrue and reverse together, as the two events would.
+def _accrue(app: Any, basis: AccrualBasis, cause: Cause) -> dict[str, Any]:
+    """Accrue; if the order was cancelled since and this manager has already handled the
+    events after this one (a parked payment retried after the cancellation found nothing
+    to reverse), reverse as the cancellation with the accrual. A payment merely handled
+    late is not reversed here: the order's later events come next in the log, each line
+    refund reversing its share under its own refund reference, then the cancellation
+    whatever is left, so an entry names the refunds that really reversed it."""
     order = app.find(Order.create_id(basis.order_id))
     cancelled = order is not None and order.status == "cancelled"
+    passed = cancelled and _handled_beyond(app, cause)
     return app.accrue_from_basis(
-        basis, reversed_by=cancellation_cause(basis.order_id) if cancelled else None)
+        basis, reversed_by=cancellation_cause(basis.order_id) if passed else None)
+
+
+def _handled_beyond(app: Any, cause: Cause) -> bool:
+    """Whether the manager's tracked position is already past the event being handled:
+    a parked event retried (in a batch, the position moves only after the batch)."""
+    with app.engine.connect() as conn:
+        tracked = conn.execute(select(tracking.c.position)
+                               .where(tracking.c.name == cause.manager)).scalar()
+    return (tracked or 0) >= cause.position
 
 
 def _cancelled(app: Any, e: Any, cause: Cause) -> None:

@@ -437,6 +437,28 @@ def test_a_whole_order_refunded_before_dispatch_ships_nothing(api: Api) -> None:
         assert api.get(f"/inventory/{sku}", min_position=at).get_json()["reserved"] == 0
 
 
+def test_refunds_before_the_accrual_ran_are_named_by_the_entries_they_reversed(
+        api: Api) -> None:
+    """Paid, then refunded in full before dispatch (which cancels the order) before the
+    commission policy ran at all: the late accrual is reversed by the refunds that come
+    after it in the log, each under its reference, not as a cancellation."""
+    app = shop(api)
+    paid_order(api, "O-10", [("TEA", 1)], distributor_id="D2")
+    open_case(api, "O-10", "refund_only", [("TEA", 1)], case_id="AS-1")
+    step(api, "AS-1", "approve")
+    assert refund(api, "AS-1", 1999, "R-1").status_code == 200
+    assert app.order("O-10").status == "cancelled"
+    at = settle(app)  # the policy meets the payment only now
+    # L1 (D2) 10 % of 1999 = 199.9 -> 200; L2 (D1) 5 % = 99.95 -> 100; all reversed.
+    assert commission(app, "O-10", 1) == {1: (200, 200), 2: (100, 100)}
+    for distributor_id in ("D1", "D2"):
+        entries = api.get(f"/distributors/{distributor_id}/commissions", role="auditor",
+                          min_position=at).get_json()["items"]
+        (entry,) = [e for e in entries if e["order_id"] == "O-10"]
+        assert [(r["refund_reference"], r["amount"]) for r in entry["reversals"]] == [
+            ("R-1", entry["amount"])]
+
+
 def test_an_order_cancelled_after_a_refund_before_dispatch(api: Api) -> None:
     app = shop(api)
     paid_order(api, "O-14", [("TEA", 3)], distributor_id=None)

@@ -175,7 +175,7 @@ def test_cancellation_after_payment_reverses_all_of_the_commission(app: Fenxiao)
     assert parked(app) == []
 
 
-def test_a_payment_handled_after_the_cancellation_accrues_and_reverses_together(
+def test_a_payment_handled_after_the_cancellation_is_reversed_by_the_cancellation(
         app: Fenxiao) -> None:
     shop(app)
     place(app, "O-1", [("TEA", 1)])
@@ -184,6 +184,32 @@ def test_a_payment_handled_after_the_cancellation_accrues_and_reverses_together(
     policies(app).catch_up()  # meets OrderPaid when the order is already cancelled
     assert commission_kinds(app) == ["accrual", "accrual", "reversal", "reversal"]
     assert len(recorded(app, LineCommission.CommissionReversed)) == 1
+    assert app.line_commission("O-1", 1).reversal_causes == ["cancelled:O-1"]
+    assert (app.wallet("B").pending, app.wallet("A").pending) == (0, 0)
+
+
+def test_a_parked_payment_retried_after_the_cancellation_accrues_and_reverses_together(
+        app: Fenxiao, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manager went past the cancellation while the payment was parked (the
+    cancellation then had nothing to reverse): the retried accrual reverses with it."""
+    shop(app)
+    place(app, "O-1", [("TEA", 1)])
+    pay(app, "O-1")
+    run(app, lambda: app.cancel_order("O-1", "fraud check"))
+    accrue = app.accrue_from_basis
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise InvalidCommand("the ledger is closed for the night", field="basis")
+
+    monkeypatch.setattr(app, "accrue_from_basis", refuse)
+    runner = policies(app)
+    runner.catch_up()
+    assert [row.projection for row in parked(app)] == ["commission_policy"]
+    assert not app.exists(LineCommission.create_id("O-1", 1))
+    monkeypatch.setattr(app, "accrue_from_basis", accrue)
+    assert runner.retry_parked("commission_policy") == (1, 0)
+    assert commission_kinds(app) == ["accrual", "accrual", "reversal", "reversal"]
+    assert app.line_commission("O-1", 1).reversal_causes == ["cancelled:O-1"]
     assert (app.wallet("B").pending, app.wallet("A").pending) == (0, 0)
 
 

@@ -14,6 +14,7 @@ batch fail; the runner then applies its events one at a time and parks the culpr
 from __future__ import annotations
 
 import io
+import re
 from datetime import date, datetime
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
@@ -145,25 +146,48 @@ def insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> No
         return
     dialect = conn.dialect
     names = sorted({name for row in rows for name in row})
-    converts = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-                for name in names]
-    values = [tuple(row.get(name) if convert is None else convert(row.get(name))
-                    for name, convert in converts) for row in rows]
     quote = dialect.identifier_preparer.quote
     schema = f"{dialect.identifier_preparer.quote_schema(table.schema)}." if table.schema \
         else ""
     into = f"{schema}{quote(table.name)} ({', '.join(quote(name) for name in names)})"
     if dialect.name == "postgresql":
         try:
-            data = "".join("\t".join(map(_copy_text, row)) + "\n" for row in values)
+            data = _copy_data(table, names, rows, dialect)
         except TypeError:  # a value COPY has no text for here: SQLAlchemy's way then
             conn.execute(table.insert(), [{name: row.get(name) for name in names}
                                           for row in rows])
             return
         _copy(conn, f"COPY {into} FROM STDIN", data)
     else:
+        converts = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+                    for name in names]
+        values = [tuple(row.get(name) if convert is None else convert(row.get(name))
+                        for name, convert in converts) for row in rows]
         conn.exec_driver_sql(f"INSERT INTO {into} VALUES ({', '.join(['?'] * len(names))})",
                              values)
+
+
+def _copy_data(table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]],
+               dialect: Any) -> str:
+    """The rows in COPY's text format, a line each, built column by column, each
+    column's values through one function chosen for its type beforehand (a journal line:
+    ~6 µs the generic way, testing each value's type, ~2.5 µs so)."""
+    columns = [list(map(_column_text(table.c[name], dialect),
+                        [row.get(name) for row in rows])) for name in names]
+    return "".join(line + "\n" for line in map("\t".join, zip(*columns)))
+
+
+def _column_text(column: Any, dialect: Any) -> Callable[[Any], str]:
+    convert = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if convert is not None:
+        return lambda value: _copy_text(convert(value))
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return _copy_text
+    if python_type is datetime and column.type.timezone:  # equal instants: one value
+        return _time_text()
+    return _TEXT_OF.get(python_type, _copy_text)
 
 
 def _copy(conn: Connection, sql: str, data: str) -> None:
@@ -186,6 +210,38 @@ def _copy(conn: Connection, sql: str, data: str) -> None:
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r",
                                "\x00": "\ufffd"})  # NUL as commands/pgtext.py has it
+_ESCAPED = re.compile("[\\\\\t\n\r\x00]")
+
+
+def _int_text(value: Any) -> str:
+    return str(value) if type(value) is int else _copy_text(value)
+
+
+def _str_text(value: Any) -> str:
+    if type(value) is not str:
+        return _copy_text(value)
+    # translate() looks every character up in a dict: ten times a search for the few
+    # characters it would change, which most values have none of.
+    return value.translate(_COPY_ESCAPES) if _ESCAPED.search(value) else value
+
+
+def _time_text() -> Callable[[Any], str]:
+    """A column's times, each written once per batch: the events of one save share
+    their time, and isoformat() costs more than looking it up."""
+    seen: dict[datetime, str] = {}
+
+    def text(value: Any) -> str:
+        if type(value) is not datetime:
+            return _copy_text(value)
+        found = seen.get(value)
+        if found is None:
+            found = seen[value] = value.isoformat()
+        return found
+    return text
+
+
+# Fast paths by a column's Python type; a value of another type takes the generic way.
+_TEXT_OF: dict[type, Callable[[Any], str]] = {int: _int_text, str: _str_text}
 
 
 def _copy_text(value: Any) -> str:

@@ -1,19 +1,22 @@
 """Read model: after-sales cases as `GET /after-sales` shows them (the operators' queue),
 with their history (status, time, actor) and what was refunded. Their shipments (an
-exchange's replacement, a repair's return) are in the shipments read model, by case."""
+exchange's replacement, a repair's return) are in the shipments read model, by case.
+
+A case moves through several events, each appending to its history, so a batch is folded
+into rows and written with a few statements (projections/batching.py), not a read and a
+write per event."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
-from sqlalchemy import (JSON, Column, DateTime, Index, String, Table, Text, select, tuple_,
-                        update)
+from sqlalchemy import JSON, Column, DateTime, Index, String, Table, Text, select, tuple_
 from sqlalchemy.engine import Connection
 
 from commands.orders import iso
 from commands.storage import BIGINT, metadata
 from domain.aftersales import Case
-from projections.base import Projection
+from projections.batching import FoldingProjection, Rows
 
 cases = Table(
     "rm_aftersales_cases", metadata,
@@ -40,38 +43,51 @@ def _utc(at: datetime) -> datetime:
         at.astimezone(timezone.utc)
 
 
-def _this(e: Any) -> Any:
-    return cases.c.case_uuid == str(e.originator_id)
+class _Batch:
+    """A batch folded into rows (projections/batching.py): the cases it moves read in one
+    query, changed in memory in log order (a case requested earlier in the batch too),
+    and written back once."""
+
+    def __init__(self, conn: Connection, events: Sequence[Any]) -> None:
+        self.conn = conn
+        self.cases = Rows(cases, "case_id", also=["case_uuid"])
+        self.cases.load(conn, [str(e.originator_id) for e in events
+                               if type(e) is not Case.CaseRequested], "case_uuid")
+
+    def write(self) -> None:
+        self.cases.write(self.conn)
 
 
-def _requested(conn: Connection, e: Any) -> None:
-    conn.execute(cases.insert().values(
-        case_id=e.case_id, case_uuid=str(e.originator_id), order_id=e.order_id,
-        distributor_id=e.distributor_id, type=e.case_type, status="requested",
-        reason=e.reason, amount_minor=e.amount_minor, refunded_minor=0,
-        currency=e.currency, lines=[dict(x) for x in e.lines],
-        history=[{"status": "requested", "at": iso(e.at), "actor": e.actor}],
-        requested_at=_utc(e.at)))
+def _requested(batch: _Batch, e: Any) -> None:
+    batch.cases.insert({
+        "case_id": e.case_id, "case_uuid": str(e.originator_id), "order_id": e.order_id,
+        "distributor_id": e.distributor_id, "type": e.case_type, "status": "requested",
+        "reason": e.reason, "amount_minor": e.amount_minor, "refunded_minor": 0,
+        "currency": e.currency, "lines": [dict(x) for x in e.lines],
+        "history": [{"status": "requested", "at": iso(e.at), "actor": e.actor}],
+        "requested_at": _utc(e.at)})
 
 
 def _moved(status: str | None) -> Any:
-    """A transition to `status` (None: the status the event names)."""
-    def handler(conn: Connection, e: Any) -> None:
+    """A transition to `status` (None: the status the event names) of a case that must
+    exist."""
+    def fold(batch: _Batch, e: Any) -> None:
         to = status or e.status
-        history = conn.execute(select(cases.c.history).where(_this(e))).scalar_one()
+        case_uuid = str(e.originator_id)
+        row = batch.cases.one(batch.conn, case_uuid, "case_uuid")
         values: dict[str, Any] = {
             "status": to,
-            "history": [*history, {"status": to, "at": iso(e.at), "actor": e.actor}]}
+            "history": [*row["history"], {"status": to, "at": iso(e.at), "actor": e.actor}]}
         if isinstance(e, Case.CaseRefunded):
-            values["refunded_minor"] = cases.c.refunded_minor + e.amount_minor
-        conn.execute(update(cases).where(_this(e)).values(**values))
-    return handler
+            values["refunded_minor"] = row["refunded_minor"] + e.amount_minor
+        batch.cases.update(batch.conn, case_uuid, "case_uuid", **values)
+    return fold
 
 
-class AfterSalesProjection(Projection):
+class AfterSalesProjection(FoldingProjection):
     name = "aftersales"
     tables = (cases,)
-    handlers = {
+    fold = {
         Case.CaseRequested: _requested,
         Case.CaseApproved: _moved("approved"),
         Case.CaseRejected: _moved("rejected"),
@@ -80,6 +96,7 @@ class AfterSalesProjection(Projection):
         Case.CaseShipped: _moved(None),
         Case.CaseClosed: _moved("closed"),
     }
+    batch_class = _Batch
 
 
 # -- queries ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from projections.inventory import sku_inventory
 from projections.orders import OrdersProjection, list_orders
 from projections.runner import (ProjectionRunner, TrackingConflict, advance_tracking,
                                 positions, wait_for_position)
+from tests.test_orders_commands import deliver
 
 
 def activity(app: Fenxiao) -> None:
@@ -364,15 +365,6 @@ def orders_activity(app: Fenxiao, runner: ProjectionRunner) -> None:
         run(lambda: app.place_order("C-1", "Li Lei", "+86 138 0013 8000", east, lines,
                                     order_id=order_id, **extra))
 
-    def deliver(order_id: str) -> None:  # what fulfilment does, straight on the aggregate
-        def command() -> dict[str, Any]:
-            order = app.order(order_id)
-            for shipment_id in sorted(order.shipments):
-                order.record_dispatch(shipment_id, "SF", f"T-{shipment_id}", at)
-                order.record_delivery(shipment_id, at)
-            return {"position": app.record(order)}
-        run(command)
-
     def case(case_id: str, order_id: str, kind: str, lines: list[tuple[str, int]],
              refund_minor: int, **extra: Any) -> None:
         run(lambda: app.request_case(order_id, kind, lines, "a reason", case_id=case_id,
@@ -397,8 +389,8 @@ def orders_activity(app: Fenxiao, runner: ProjectionRunner) -> None:
     place("O-6", [("TEA", 2)], allow_backorder=True)
     run(lambda: app.pay_order("O-6", 2000, "PAY-O-6"))
     runner.catch_up()
-    deliver("O-1")
-    deliver("O-2")
+    deliver(app, "O-1", at)
+    deliver(app, "O-2", at)
     run(lambda: app.complete_order("O-2", at + timedelta(days=8)))
     run(lambda: app.cancel_order("O-4", "changed mind"))
     run(lambda: app.expire_order("O-5", at + timedelta(hours=1)))

@@ -32,7 +32,7 @@ from domain.ledger import BUCKETS, JournalEntry, account as bucket_account
 from domain.orders import Order
 from projections.audit_checkpoints import (ALL_KINDS, checkpoint_balances, checkpoints,
                                            domain_event_classes, event_log, event_time,
-                                           running_balances, utc)
+                                           full_checkpoints, running_balances, utc)
 from projections.ledger import _KIND_FIGURE as KIND_FIGURE
 from projections.ledger import EARNING_FIELDS
 
@@ -151,6 +151,10 @@ class Log:
         join lets PostgreSQL's planner read a key's whole history instead)."""
         if start == 0:
             return {}
+        if wanted is None and not by_kind:
+            full = self._from_full_checkpoint(start, currency)
+            if full is not None:
+                return full
         r, b = running_balances.c, checkpoint_balances.c
         keys = (r.currency == currency, r.kind != ALL_KINDS if by_kind else r.kind == ALL_KINDS)
         latest = (select(b.debit_minor, b.credit_minor)
@@ -178,6 +182,24 @@ class Log:
         return {(account, kind): [debit, credit]
                 for account, kind, debit, credit in self.conn.execute(query).all()
                 if debit is not None}
+
+    def _from_full_checkpoint(self, start: int, currency: str
+                              ) -> dict[tuple[str, str], list[int]] | None:
+        """Every account's totals at the checkpoint `start` from the full checkpoint at
+        or before it (all its accounts) and the checkpoints after it up to `start` (the
+        accounts each moved), in position order: one range of rows. None when there is
+        no full checkpoint that early (checkpoints built before full ones existed)."""
+        full = self.conn.execute(select(func.max(full_checkpoints.c.position))
+                                 .where(full_checkpoints.c.position <= start)).scalar()
+        if full is None:
+            return None
+        b = checkpoint_balances.c
+        rows = self.conn.execute(
+            select(b.account, b.debit_minor, b.credit_minor)
+            .where(b.position >= full, b.position <= start, b.currency == currency,
+                   b.kind == ALL_KINDS)
+            .order_by(b.position, b.account)).all()
+        return {(account, ALL_KINDS): [debit, credit] for account, debit, credit in rows}
 
     def existed(self, aggregate_id: UUID, position: int) -> int | None:
         """The aggregate's version as of `position` (None: it did not exist yet)."""

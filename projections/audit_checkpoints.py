@@ -16,6 +16,12 @@ projection writes:
   balance read); a distributor's accounts also have a key per kind of entry, because its
   earnings figures (lifetime earned, reversed, paid out) are sums by kind.
 
+The first checkpoint past every multiple of FULL_SPAN positions is a full one (a row in
+`audit_full_checkpoints`): it also writes the totals of every ALL_KINDS key that did not
+move. A trial balance as of a position then reads the rows from the full checkpoint before
+it up to the position, one range of a few thousand rows, instead of looking every account
+up on its own (an index seek each: ~50 ms for 12,000 accounts).
+
 It reads every event of the domain (not only journal entries) so that the checkpoints
 follow the whole log and their times cover every event. Checkpoints fall on positions
 alone, so a rebuild writes exactly the rows the live projection wrote.
@@ -40,6 +46,7 @@ from domain.ledger import JournalEntry, parse_account
 from projections.base import Projection
 
 CHECKPOINT_EVERY = 128  # log positions between checkpoints: the longest tail to read
+FULL_SPAN = 32_768  # log positions between full checkpoints: at most 256 checkpoints apart
 
 checkpoints = Table(
     "audit_checkpoints", metadata,
@@ -56,6 +63,13 @@ checkpoint_balances = Table(
     Column("position", BIGINT, primary_key=True),
     Column("debit_minor", BIGINT, nullable=False),
     Column("credit_minor", BIGINT, nullable=False),
+    Index("ix_audit_checkpoint_balances_position", "position"),
+)
+
+# The checkpoints that list every ALL_KINDS key, moved since the previous one or not.
+full_checkpoints = Table(
+    "audit_full_checkpoints", metadata,
+    Column("position", BIGINT, primary_key=True),
 )
 
 # Every key's totals at this projection's own position: the source of the next checkpoint
@@ -129,7 +143,7 @@ event_log = Table(
 
 class AuditCheckpointsProjection(Projection):
     name = "audit_checkpoints"
-    tables = (checkpoints, checkpoint_balances, running_balances, clock)
+    tables = (checkpoints, checkpoint_balances, full_checkpoints, running_balances, clock)
     # The handlers only name the events to read: `apply_batch` folds them all at once.
     handlers = {cls: (lambda conn, event: None) for cls in domain_event_classes()}
 
@@ -166,6 +180,9 @@ class _Fold:
         self.moved: set[Key] = set()
         self.checkpoints: list[dict[str, Any]] = []
         self.balances: list[dict[str, Any]] = []
+        self.full: list[dict[str, Any]] = []
+        self.conn = conn
+        self.stored: dict[Key, list[int]] | None = None  # every ALL_KINDS key, read once
 
     def add(self, event: Any, position: int) -> None:
         at = event_time(event)
@@ -182,12 +199,31 @@ class _Fold:
                     self.pending.add(key)
         if position - self.last >= CHECKPOINT_EVERY:
             self.checkpoints.append({"position": position, "latest_at": self.latest})
+            written = set(self.pending)
+            if position // FULL_SPAN != self.last // FULL_SPAN:
+                self.full.append({"position": position})
+                written |= {key for key in self._all_kinds() if key not in self.totals}
+                written |= {key for key in self.totals if key[2] == ALL_KINDS}
             self.balances += [{"account": key[0], "currency": key[1], "kind": key[2],
-                               "position": position, "debit_minor": self.totals[key][0],
-                               "credit_minor": self.totals[key][1]}
-                              for key in sorted(self.pending)]
+                               "position": position, "debit_minor": self._of(key)[0],
+                               "credit_minor": self._of(key)[1]}
+                              for key in sorted(written)]
             self.pending.clear()
             self.last = position
+
+    def _all_kinds(self) -> dict[Key, list[int]]:
+        """Every ALL_KINDS key's totals as the table holds them at the batch's start
+        (those the batch moved are in `totals`, which comes first)."""
+        if self.stored is None:
+            r = running_balances.c
+            self.stored = {(row.account, row.currency, row.kind):
+                           [row.debit_minor, row.credit_minor]
+                           for row in self.conn.execute(select(running_balances)
+                                                        .where(r.kind == ALL_KINDS))}
+        return self.stored
+
+    def _of(self, key: Key) -> list[int]:
+        return self.totals[key] if key in self.totals else self._all_kinds()[key]
 
     def save(self, conn: Connection) -> None:
         if self.moved:
@@ -204,6 +240,8 @@ class _Fold:
                  "changed_at": self.totals[key][2]} for key in sorted(self.moved)])
         if self.checkpoints:
             conn.execute(checkpoints.insert(), self.checkpoints)
+        if self.full:
+            conn.execute(full_checkpoints.insert(), self.full)
         if self.balances:
             conn.execute(checkpoint_balances.insert(), self.balances)
         stmt = insert_for(conn, clock).values(name=CLOCK_ROW, latest_at=self.latest)

@@ -44,6 +44,7 @@ import domain
 from commands.storage import BIGINT, EVENTS_TABLE, insert_for, metadata, tracking
 from domain.ledger import JournalEntry, parse_account
 from projections.base import Projection
+from projections.batching import insert, rewrite
 
 CHECKPOINT_EVERY = 128  # log positions between checkpoints: the longest tail to read
 FULL_SPAN = 32_768  # log positions between full checkpoints: at most 256 checkpoints apart
@@ -177,6 +178,7 @@ class _Fold:
             self.totals[key] = [row.debit_minor, row.credit_minor, row.changed_at]
             if row.changed_at > self.last:
                 self.pending.add(key)
+        self.existing = set(self.totals)  # the keys with a row in the table
         self.moved: set[Key] = set()
         self.checkpoints: list[dict[str, Any]] = []
         self.balances: list[dict[str, Any]] = []
@@ -226,24 +228,16 @@ class _Fold:
         return self.totals[key] if key in self.totals else self._all_kinds()[key]
 
     def save(self, conn: Connection) -> None:
-        if self.moved:
-            stmt = insert_for(conn, running_balances)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["account", "currency", "kind"],
-                set_={name: stmt.excluded[name]
-                      for name in ("debit_minor", "credit_minor", "changed_at")})
-            # RETURNING lets SQLAlchemy send the rows in pages of many (its
-            # "insertmanyvalues"); without it psycopg2 runs an upsert once per row.
-            conn.execute(stmt.returning(running_balances.c.account), [
-                {"account": key[0], "currency": key[1], "kind": key[2],
-                 "debit_minor": self.totals[key][0], "credit_minor": self.totals[key][1],
-                 "changed_at": self.totals[key][2]} for key in sorted(self.moved)])
+        rows = {key: {"account": key[0], "currency": key[1], "kind": key[2],
+                      "debit_minor": self.totals[key][0], "credit_minor": self.totals[key][1],
+                      "changed_at": self.totals[key][2]} for key in sorted(self.moved)}
+        rewrite(conn, running_balances, [rows[k] for k in rows if k in self.existing],
+                [rows[k] for k in rows if k not in self.existing])
         if self.checkpoints:
             conn.execute(checkpoints.insert(), self.checkpoints)
         if self.full:
             conn.execute(full_checkpoints.insert(), self.full)
-        if self.balances:
-            conn.execute(checkpoint_balances.insert(), self.balances)
+        insert(conn, checkpoint_balances, self.balances)  # COPY on PostgreSQL
         stmt = insert_for(conn, clock).values(name=CLOCK_ROW, latest_at=self.latest)
         conn.execute(stmt.on_conflict_do_update(index_elements=["name"],
                                                 set_={"latest_at": self.latest}))

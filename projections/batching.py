@@ -125,14 +125,20 @@ class Rows:
         and new row inserted, a few statements for the whole batch. (An upsert of many
         rows would be one round trip per row on PostgreSQL: SQLAlchemy sends INSERT ... ON
         CONFLICT DO UPDATE as an executemany, a plain INSERT as a multi-row VALUES.)"""
-        primary = [c.name for c in self.table.primary_key.columns]
-        changed = list(self._changed.values())
-        keys = [row[primary[0]] if len(primary) == 1 else tuple(row[n] for n in primary)
-                for row in changed]
-        for start in range(0, len(keys), _CHUNK):
-            conn.execute(delete(self.table).where(
-                _matching(self.table, primary, keys[start:start + _CHUNK])))
-        insert(conn, self.table, [*changed, *self._new])
+        rewrite(conn, self.table, list(self._changed.values()), self._new)
+
+
+def rewrite(conn: Connection, table: Table, changed: Sequence[dict[str, Any]],
+            new: Sequence[dict[str, Any]]) -> None:
+    """Replace the existing rows `changed` (found by their primary key) and add the rows
+    `new`: a DELETE per few hundred keys, then one INSERT (COPY) of them all."""
+    primary = [c.name for c in table.primary_key.columns]
+    keys = [row[primary[0]] if len(primary) == 1 else tuple(row[n] for n in primary)
+            for row in changed]
+    for start in range(0, len(keys), _CHUNK):
+        conn.execute(delete(table).where(
+            _matching(table, primary, keys[start:start + _CHUNK])))
+    insert(conn, table, [*changed, *new])
 
 
 def insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:

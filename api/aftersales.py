@@ -125,7 +125,7 @@ def request_case(body: dict[str, Any]) -> Any:
 
 @blp.route("/after-sales/<case_id>/approve", methods=["POST"])
 @requires("admin", "operator")
-@blp.arguments(CaseReasonIn)
+@blp.arguments(CaseReasonIn, required=False)  # no body: no reason
 @blp.response(200, CaseReply)
 def approve(body: dict[str, Any], case_id: str) -> Any:
     app = fenxiao()
@@ -134,7 +134,7 @@ def approve(body: dict[str, Any], case_id: str) -> Any:
 
 @blp.route("/after-sales/<case_id>/reject", methods=["POST"])
 @requires("admin", "operator")
-@blp.arguments(CaseReasonIn)
+@blp.arguments(CaseReasonIn, required=False)  # no body: no reason
 @blp.response(200, CaseReply)
 def reject(body: dict[str, Any], case_id: str) -> Any:
     app = fenxiao()
@@ -163,7 +163,7 @@ def refund(body: dict[str, Any], case_id: str) -> Any:
 
 @blp.route("/after-sales/<case_id>/ship", methods=["POST"])
 @requires("warehouse", "admin", "operator")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, CaseReply)
 def ship(_body: dict[str, Any], case_id: str) -> Any:
     """Ship a received exchange's replacement (reserved like an order's; 409
@@ -175,7 +175,7 @@ def ship(_body: dict[str, Any], case_id: str) -> Any:
 
 @blp.route("/after-sales/<case_id>/close", methods=["POST"])
 @requires("admin", "operator")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, CaseReply)
 def close(_body: dict[str, Any], case_id: str) -> Any:
     app = fenxiao()

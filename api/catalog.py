@@ -95,7 +95,7 @@ def change_price(body: dict[str, Any], sku: str) -> Any:
 
 @blp.route("/products/<sku>/delist", methods=["POST"])
 @requires("admin", "operator")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, ProductOut)
 def delist(_body: dict[str, Any], sku: str) -> Any:
     app = fenxiao()
@@ -104,7 +104,7 @@ def delist(_body: dict[str, Any], sku: str) -> Any:
 
 @blp.route("/products/<sku>/list", methods=["POST"])
 @requires("admin", "operator")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, ProductOut)
 def relist(_body: dict[str, Any], sku: str) -> Any:
     app = fenxiao()

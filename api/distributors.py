@@ -184,7 +184,7 @@ def apply(body: dict[str, Any]) -> Any:
 
 @blp.route("/distributors/<distributor:distributor_id>/approve", methods=["POST"])
 @requires("admin", "operator")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, DistributorOut)
 def approve(_body: dict[str, Any], distributor_id: str) -> Any:
     app = fenxiao()

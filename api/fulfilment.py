@@ -196,7 +196,7 @@ def add_carrier(body: dict[str, Any]) -> Any:
 
 @blp.route("/shipments/<shipment_id>/pick", methods=["POST"])
 @requires("warehouse", "admin")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, ShipmentReply)
 def pick(_body: dict[str, Any], shipment_id: str) -> Any:
     app = fenxiao()
@@ -205,7 +205,7 @@ def pick(_body: dict[str, Any], shipment_id: str) -> Any:
 
 @blp.route("/shipments/<shipment_id>/pack", methods=["POST"])
 @requires("warehouse", "admin")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, ShipmentReply)
 def pack(_body: dict[str, Any], shipment_id: str) -> Any:
     app = fenxiao()
@@ -214,7 +214,7 @@ def pack(_body: dict[str, Any], shipment_id: str) -> Any:
 
 @blp.route("/shipments/<shipment_id>/dispatch", methods=["POST"])
 @requires("warehouse", "admin")
-@blp.arguments(DispatchIn)
+@blp.arguments(DispatchIn, required=False)  # every field optional: no body is {}
 @blp.response(200, ShipmentReply)
 def dispatch(body: dict[str, Any], shipment_id: str) -> Any:
     app = fenxiao()

@@ -90,7 +90,7 @@ class TickOut(Schema):
 
 @blp.route("/admin/tick", methods=["POST"])
 @requires("admin")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, TickOut)
 def admin_tick(_body: dict[str, Any]) -> Any:
     """Run the time rules as of now: reservation expiry, completion after the return

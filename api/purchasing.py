@@ -111,7 +111,7 @@ def request_purchase_order(body: dict[str, Any]) -> Any:
 
 @blp.route("/purchase-orders/<purchase_order_id>/approve", methods=["POST"])
 @requires("admin", "operator")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, PurchaseOrderOut)
 def approve(_body: dict[str, Any], purchase_order_id: str) -> Any:
     app = fenxiao()
@@ -120,7 +120,7 @@ def approve(_body: dict[str, Any], purchase_order_id: str) -> Any:
 
 @blp.route("/purchase-orders/<purchase_order_id>/receive", methods=["POST"])
 @requires("distributor", "admin")
-@blp.arguments(NoBody)
+@blp.arguments(NoBody, required=False)
 @blp.response(200, PurchaseOrderOut)
 def receive(_body: dict[str, Any], purchase_order_id: str) -> Any:
     app = fenxiao()

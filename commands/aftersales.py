@@ -182,11 +182,11 @@ class AfterSalesService(OrderService):
         if case.type == "exchange":
             products = {sku: self.product(sku) for sku, _ in lines}
             items = self._stock_items(products.values())
-            _, served = self._serve_queues(products.values(), items, at)
+            queues, served = self._serve_queues(products.values(), items, at)
             plans = plan_allocation(lines, region, _candidates(products, items))
             require_covered(plans)
-            reserved = served + _reserve(items, source,
-                                         ((p.sku, p.allocations) for p in plans))
+            reserved = [*queues.values(), *served,
+                        *_reserve(items, source, ((p.sku, p.allocations) for p in plans))]
             shipping = plan_shipments(source, [(p.sku, w, q) for p in plans
                                                for w, q in p.allocations])
         else:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from commands import Fenxiao
 from domain.accruals import LineCommission
 from domain.coupons import Coupon
+from domain.orders import BackorderQueue
 from domain.promotions import CouponTerms
 from projections.aftersales import AfterSalesProjection
 from projections.commissions import CommissionsProjection
@@ -583,6 +584,37 @@ def test_an_exchange_whose_replacement_is_out_of_stock_is_refunded_instead(
     # Net 4950: L1 495, L2 247.5 -> 248; two fifths reversed: 198 and 99.2 -> 99.
     assert commission(app, "O-22", 1) == {1: (495, 198), 2: (248, 99)}
     assert step(api, "AS-22", "close")["status"] == "closed"
+
+
+def test_an_exchange_waits_behind_the_orders_waiting_for_its_stock(api: Api) -> None:
+    """Stock received and not yet given to the backorders (the policy has not run): the
+    orders waiting come first, in the exchange's own save (or in none, if it is refused)."""
+    app = shop(api)
+    delivered_order(api, "O-24", [("CUP", 5)])  # every CUP there is (W2 had 5)
+    placed = api.post("/orders", {
+        "order_id": "O-25", "allow_backorder": True,
+        "customer": {"customer_id": "C-25", "name": "Li Lei", "phone": "13800138000"},
+        "shipping_address": {"region": "south", "city": "Guangzhou", "line1": "2 Rd"},
+        "lines": [{"sku": "CUP", "quantity": 2}]}, role="integration").get_json()
+    assert (placed["status"], placed["lines"][0]["backordered"]) == ("backordered", 2)
+    set_clock(api, LATER)
+    open_case(api, "O-24", "exchange", [("CUP", 1)], case_id="AS-24")
+    step(api, "AS-24", "approve")
+    step(api, "AS-24", "receive", {"restock": False, "warehouse_id": "W2"}, role="warehouse")
+    api.post("/stock/receipts", {"sku": "CUP", "warehouse_id": "W2", "quantity": 2,
+                                 "reference": "PO-24"}, role="warehouse")
+    before = app.last_position()
+    short = api.post("/after-sales/AS-24/ship", role="warehouse")  # O-25 waits for both
+    assert short.status_code == 409 and code_of(short) == "insufficient_stock"
+    assert app.last_position() == before  # its fills undone with it
+    api.post("/stock/receipts", {"sku": "CUP", "warehouse_id": "W2", "quantity": 1,
+                                 "reference": "PO-25"}, role="warehouse")
+    assert step(api, "AS-24", "ship", role="warehouse")["status"] == "exchanged"
+    assert app.order("O-25").status == "placed"  # filled: its 2, then the exchange's 1
+    assert stock(api, "CUP", "W2", app.last_position()) == (3, 3)
+    assert app.repository.get(BackorderQueue.create_id("CUP")).waiting == []
+    assert api.get("/orders", status="backordered",
+                   min_position=app.last_position()).get_json()["items"] == []
 
 
 def test_a_repair_goes_back_to_the_customer_without_touching_stock(api: Api) -> None:

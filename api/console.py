@@ -70,7 +70,7 @@ from projections.distributors import distributors as distributors_table
 from projections.inventory import list_inventory
 from projections.ledger import LedgerProjection, earnings_of
 from projections.ledger import earnings as earnings_table
-from projections.orders import get_order, list_orders
+from projections.orders import get_order
 from projections.orders import orders as orders_table
 from projections.reports import GROUPS, ReportsProjection, report_range, sales_report, sales_totals
 from projections.seal import verify
@@ -452,13 +452,8 @@ def orders(principal: Principal) -> Response:
     own = principal.distributor_id if principal.role == "distributor" else None
     position = read_position(orders_api.READS, query["min_position"])
     with fenxiao().engine.connect() as conn:
-        rows = list_orders(conn, status=query["status"],
-                           distributor_id=query["distributor_id"],
-                           customer_id=query["customer_id"], only_distributor_id=own,
-                           after=decode_cursor(query["cursor"], datetime, str),
-                           limit=query["limit"] + 1)
+        listing = orders_api.order_page(conn, query, own)
         counts = status_counts(conn, query["distributor_id"], query["customer_id"], own)
-    listing = page(rows, query["limit"], lambda o: o["cursor"])
     return render("orders.html", position=position, query=query, items=listing["items"],
                   counts=counts, statuses=orders_api.STATUSES,
                   filters={k: query[k] for k in ("distributor_id", "customer_id") if query[k]},

@@ -197,12 +197,17 @@ def orders(query: dict[str, Any]) -> Any:
     position = read_position(READS, query["min_position"])
     own = g.principal.distributor_id if g.principal.role == "distributor" else None
     with fenxiao().engine.connect() as conn:
-        rows = list_orders(conn, status=query["status"],
-                           distributor_id=query["distributor_id"],
-                           customer_id=query["customer_id"], only_distributor_id=own,
-                           after=decode_cursor(query["cursor"], datetime, str),
-                           limit=query["limit"] + 1)
-    body = page(rows, query["limit"], lambda o: o["cursor"])
+        body = order_page(conn, query, own)
     for item in body["items"]:
         del item["cursor"]
     return query_response(body, position)
+
+
+def order_page(conn: Any, query: dict[str, Any], own: str | None) -> dict[str, Any]:
+    """A page of `GET /orders` (as the console shows it too): the query's filters, only
+    the distributor `own`'s orders when it is one that asks."""
+    rows = list_orders(conn, status=query["status"], distributor_id=query["distributor_id"],
+                       customer_id=query["customer_id"], only_distributor_id=own,
+                       after=decode_cursor(query["cursor"], datetime, str),
+                       limit=query["limit"] + 1)
+    return page(rows, query["limit"], lambda o: o["cursor"])

@@ -25,6 +25,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
 from benchmarks.__main__ import Report, note, prepare
+from benchmarks.raw import raw_log_read
 
 TOPICS = ("domain.orders:Order.OrderPlaced", "domain.orders:Order.OrderPaid",
           "domain.stock:StockItem.StockReserved", "domain.fulfilment:Shipment.Dispatched",
@@ -55,32 +56,6 @@ def seed(app, events: int) -> None:
             conn.commit()
         conn.exec_driver_sql(f"ANALYZE {table.name}")  # as autovacuum would, in time
         conn.commit()
-
-
-def raw_scan(url: str) -> float:
-    """Rows per second streaming every event row with the driver alone (no hashing)."""
-    parsed = make_url(url)
-    query = ("SELECT id, originator_id, originator_version, topic, state "
-             "FROM fenxiao_events ORDER BY id")
-    if parsed.get_backend_name() == "postgresql":
-        import psycopg2
-
-        conn = psycopg2.connect(**parsed.translate_connect_args(username="user",
-                                                                database="dbname"))
-        cursor = conn.cursor(name="bench_scan")
-        cursor.itersize = 20_000
-    else:
-        import sqlite3
-
-        conn = sqlite3.connect(parsed.database)
-        cursor = conn.cursor()
-    try:
-        started = time.perf_counter()
-        cursor.execute(query)
-        rows = sum(1 for _ in cursor)
-        return rows / (time.perf_counter() - started)
-    finally:
-        conn.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,7 +93,7 @@ def run(url: str, events: int, report: Report) -> None:
         seed(app, events)
         note(f"  {time.perf_counter() - started:.1f} s")
 
-        report.emit("raw_event_scan", raw_scan(url), "rows/s")
+        report.emit("raw_event_scan", raw_log_read(url)[1], "rows/s")
 
         started = time.perf_counter()
         sealed = seal_pending(app)

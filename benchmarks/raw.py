@@ -71,3 +71,31 @@ def measure(url: str, single_rows: int, batched_rows: int, batch: int = 1000
         conn.commit()
         conn.close()
     return {"raw_single_row_commit": single, "raw_batched_insert": batched}
+
+
+def raw_log_read(url: str, batch: int = 5000) -> tuple[int, float]:
+    """(rows, rows per second) for the raw driver reading the whole event table in order,
+    streamed (a server-side cursor on PostgreSQL), nothing decoded."""
+    parsed = make_url(url)
+    query = ("SELECT id, originator_id, originator_version, topic, state "
+             "FROM fenxiao_events ORDER BY id")
+    if parsed.get_backend_name() == "postgresql":
+        import psycopg2
+
+        conn = psycopg2.connect(**parsed.translate_connect_args(username="user",
+                                                                database="dbname"))
+        cursor = conn.cursor(name="bench_raw_read")
+        cursor.itersize = batch
+    else:
+        conn = sqlite3.connect(parsed.database)
+        cursor = conn.cursor()
+    try:
+        started = time.perf_counter()
+        cursor.execute(query)
+        rows = 0
+        while chunk := cursor.fetchmany(batch):
+            rows += len(chunk)
+        seconds = time.perf_counter() - started
+    finally:
+        conn.close()
+    return rows, rows / seconds

@@ -46,6 +46,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from benchmarks.__main__ import Report, note, prepare
+from benchmarks.raw import raw_log_read
 
 MIB = 1024  # ru_maxrss is in KiB on Linux
 
@@ -58,36 +59,6 @@ def cpu_s() -> float:
     """This process's CPU time so far (user + system)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def raw_log_read(url: str, batch: int = 5000) -> tuple[int, float]:
-    """(rows, rows per second) for the raw driver reading the whole event table in order,
-    streamed (a server-side cursor on PostgreSQL), nothing decoded."""
-    parsed = make_url(url)
-    query = ("SELECT id, originator_id, originator_version, topic, state "
-             "FROM fenxiao_events ORDER BY id")
-    if parsed.get_backend_name() == "postgresql":
-        import psycopg2
-
-        conn = psycopg2.connect(**parsed.translate_connect_args(username="user",
-                                                                database="dbname"))
-        cursor = conn.cursor(name="bench_raw_read")
-        cursor.itersize = batch
-    else:
-        import sqlite3
-
-        conn = sqlite3.connect(parsed.database)
-        cursor = conn.cursor()
-    try:
-        started = time.perf_counter()
-        cursor.execute(query)
-        rows = 0
-        while chunk := cursor.fetchmany(batch):
-            rows += len(chunk)
-        seconds = time.perf_counter() - started
-    finally:
-        conn.close()
-    return rows, rows / seconds
 
 
 def measure(url: str, names: list[str], batch_size: int | None) -> dict[str, Any]:

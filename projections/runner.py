@@ -64,6 +64,20 @@ def advance_tracking(conn: Connection, name: str, expected: int, new: int) -> No
         raise TrackingConflict(f"{name}: position moved away from {expected}")
 
 
+def lock_position(conn: Connection, name: str) -> int:
+    """Read `name`'s position (0 for a new name), holding its row lock on PostgreSQL so a
+    second runner (or sealer) waits for this batch instead of reading the same events."""
+    query = select(tracking.c.position).where(tracking.c.name == name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    start = conn.execute(query).scalar()
+    if start is None:
+        conn.execute(insert_for(conn, tracking).values(name=name, position=0)
+                     .on_conflict_do_nothing())
+        start = conn.execute(query).scalar_one()
+    return start
+
+
 def positions(conn: Connection) -> dict[str, int]:
     return {name: pos for name, pos in conn.execute(select(tracking.c.name, tracking.c.position))}
 
@@ -133,7 +147,7 @@ class ProjectionRunner:
         with self._transaction() as conn:
             if one_by_one:
                 begin_for_savepoints(conn)
-            start = self._lock_position(conn, projection.name)
+            start = lock_position(conn, projection.name)
             rows, end = self._read_batch(conn, projection, start, until=until)
             if end == start:
                 return 0
@@ -191,19 +205,6 @@ class ProjectionRunner:
         # A failed statement aborts a PostgreSQL transaction: only the savepoint is lost.
         with conn.begin_nested():
             projection.apply_batch(conn, [self._decode(row)])
-
-    def _lock_position(self, conn: Connection, name: str) -> int:
-        """Read the position, holding its row lock on PostgreSQL so a second runner waits
-        for this batch instead of reading the same events."""
-        query = select(tracking.c.position).where(tracking.c.name == name)
-        if self.is_postgres:
-            query = query.with_for_update()
-        start = conn.execute(query).scalar()
-        if start is None:
-            conn.execute(insert_for(conn, tracking).values(name=name, position=0)
-                         .on_conflict_do_nothing())
-            start = conn.execute(query).scalar()
-        return start
 
     def position(self, name: str) -> int:
         with self.app.engine.connect() as conn:

@@ -63,9 +63,9 @@ from sqlalchemy.engine import Connection
 
 from commands.app import CoreApp
 from commands.settings import Settings
-from commands.storage import BIGINT, insert_for, metadata, tracking
+from commands.storage import BIGINT, metadata, tracking
 from projections.parking import begin_for_savepoints
-from projections.runner import AdvisoryLocks, advance_tracking
+from projections.runner import AdvisoryLocks, advance_tracking, lock_position
 
 log = logging.getLogger("fenxiao.seal")
 
@@ -200,7 +200,7 @@ def seal_block(app: CoreApp, key: bytes, block_size: int = MAX_BLOCK) -> int:
     with app.datastore.transaction(commit=True) as session:
         conn = session.connection()
         begin_for_savepoints(conn)  # SQLite: BEGIN IMMEDIATE, one sealer at a time
-        start = _lock_position(conn)
+        start = lock_position(conn, SEALER)  # SQLite: BEGIN IMMEDIATE locked it
         last = conn.execute(select(seals).order_by(seals.c.block.desc()).limit(1)).first()
         prev_mac = _chain_head(conn, key, start, last)
         rows = conn.execute(select(*_stored_columns(conn, events)).where(events.c.id > start)
@@ -231,20 +231,6 @@ def seal_block(app: CoreApp, key: bytes, block_size: int = MAX_BLOCK) -> int:
 
 def _position_query() -> Any:
     return select(tracking.c.position).where(tracking.c.name == SEALER)
-
-
-def _lock_position(conn: Connection) -> int:
-    """The last sealed position, its tracking row locked on PostgreSQL so a second sealer
-    waits for this batch (on SQLite, BEGIN IMMEDIATE did that)."""
-    query = _position_query()
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    position = conn.execute(query).scalar()
-    if position is None:
-        conn.execute(insert_for(conn, tracking).values(name=SEALER, position=0)
-                     .on_conflict_do_nothing())
-        position = conn.execute(query).scalar_one()
-    return position
 
 
 def _chain_head(conn: Connection, key: bytes, start: int, last: Any) -> bytes:

@@ -69,6 +69,7 @@ from projections.orders import orders as rm_orders
 from projections.policies import all_process_managers
 from projections.runner import ProjectionRunner
 from tests.conftest import wipe
+from tests.test_ledger_stateful import WithdrawalModel
 
 T0 = datetime(2026, 3, 2, 8, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -213,13 +214,6 @@ class CaseModel:
     status: str = "requested"
     refunded: int = 0
     warehouse: str | None = None
-
-
-@dataclass
-class WithdrawalModel:
-    who: str
-    amount: int
-    status: str = "requested"
 
 
 class Model:

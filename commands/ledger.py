@@ -3,9 +3,9 @@ balanced journal entry, and each distributor's wallet (the write-side balance th
 withdrawal rules need) moves in the same atomic save."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from commands.distributors import DistributorService
 from domain.accruals import AccrualBasis, LineCommission
@@ -20,6 +20,16 @@ from domain.ledger import (JournalEntry, Wallet, Withdrawal, accrual_lines, claw
 REVERSAL_LINES: dict[str, Callable[[str, int], list[dict[str, Any]]]] = {
     "pending": reverse_pending_lines, "available": clawback_lines}
 REVERSAL_KIND = {"pending": "reversal", "available": "clawback"}
+
+
+@dataclass(frozen=True)
+class LineRefund:
+    """A refund of an order line: the line's refunded total after it, the cause its
+    commission reversal is keyed by, and the refund's reference."""
+
+    total_minor: int
+    cause: str
+    reference: str
 
 
 class Postings:
@@ -76,13 +86,17 @@ class LedgerService(DistributorService):
                 "forfeits": [asdict(f) for f in forfeits],
                 "position": self.record(commission, *postings.aggregates())}
 
-    def accrue_from_basis(self, basis: AccrualBasis, reversed_by: str | None = None
+    def accrue_from_basis(self, basis: AccrualBasis, reversed_by: str | None = None,
+                          refunds: Mapping[int, Sequence[LineRefund]] | None = None
                           ) -> dict[str, Any]:
         """Accrue every commissionable line of a paid order from the basis recorded at
         payment (the network and rules as they stood then), in one save; lines already
-        accrued are skipped, so a repeat changes nothing. `reversed_by`: the order has
-        been cancelled since (cause of that reversal), so each new accrual is reversed in
-        full in the same save, as the cancellation would have done."""
+        accrued are skipped, so a repeat changes nothing. `refunds`: line number -> the
+        line's refunds so far, in order, whose reversals found no commission to reverse
+        (a payment retried after them): each new accrual is reversed by them in the same
+        save, each under its own cause and reference, as they would have done.
+        `reversed_by`: the order has been cancelled since (cause of that reversal), so
+        each new accrual is then reversed in full, as the cancellation would have done."""
         postings = Postings(self)
         commissions: list[LineCommission] = []
         for line in basis.lines:
@@ -92,6 +106,13 @@ class LedgerService(DistributorService):
             commission, _, _ = self._accrue(line, basis.seller, basis.upline,
                                             basis.rule_for(line.sku), basis.self_purchase,
                                             postings)
+            for refund in (refunds or {}).get(line.line_no, ()):
+                if refund.total_minor > commission.refunded_minor:
+                    reversals = commission.reverse(refund.total_minor, self.clock(),
+                                                   refund.cause, refund.reference)
+                    if reversals is not None:
+                        self._post_reversals(commission, reversals, refund.total_minor,
+                                             postings)
             if reversed_by is not None:
                 self._reverse_rest(commission, reversed_by, postings)
             commissions.append(commission)

@@ -25,6 +25,7 @@ from eventsourcing.utils import get_topic
 from sqlalchemy import select
 
 from commands.app import CommandContext
+from commands.ledger import LineRefund
 from commands.storage import tracking
 from domain.accruals import AccrualBasis, LineCommission
 from domain.orders import Order
@@ -91,17 +92,32 @@ def _paid(app: Any, e: Any, cause: Cause) -> None:
 
 
 def _accrue(app: Any, basis: AccrualBasis, cause: Cause) -> dict[str, Any]:
-    """Accrue; if the order was cancelled since and this manager has already handled the
-    events after this one (a parked payment retried after the cancellation found nothing
-    to reverse), reverse as the cancellation with the accrual. A payment merely handled
-    late is not reversed here: the order's later events come next in the log, each line
-    refund reversing its share under its own refund reference, then the cancellation
-    whatever is left, so an entry names the refunds that really reversed it."""
+    """Accrue. A payment merely handled late is accrued alone: the order's later events
+    come next in the log, each line refund reversing its share under its own refund
+    reference, then the cancellation whatever is left, so an entry names the refunds that
+    really reversed it. A parked payment retried after this manager has handled the
+    events after it (their reversals found no commission then) is reversed with them in
+    the same save: by the line's refunds so far, each under its cause and reference, then
+    as the cancellation if the order has been cancelled since."""
     order = app.find(Order.create_id(basis.order_id))
-    cancelled = order is not None and order.status == "cancelled"
-    passed = cancelled and _handled_beyond(app, cause)
+    if order is None or not _handled_beyond(app, cause):
+        return app.accrue_from_basis(basis)
+    cancelled = order.status == "cancelled"
     return app.accrue_from_basis(
-        basis, reversed_by=cancellation_cause(basis.order_id) if passed else None)
+        basis, reversed_by=cancellation_cause(basis.order_id) if cancelled else None,
+        refunds=_line_refunds(app, order))
+
+
+def _line_refunds(app: Any, order: Order) -> dict[int, list[LineRefund]]:
+    """line number -> the line's refunds so far, in order, from the order's history."""
+    refunds: dict[int, list[LineRefund]] = {}
+    for e in app.repository.event_store.get(order.id):
+        if isinstance(e, Order.OrderLineRefunded):
+            refunds.setdefault(e.line_no, []).append(LineRefund(
+                e.refunded_total_minor,
+                refund_cause(order.order_id, e.line_no, e.refunded_total_minor),
+                e.reference))
+    return refunds
 
 
 def _handled_beyond(app: Any, cause: Cause) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from commands import Fenxiao
 from domain.accruals import LineCommission
 from domain.coupons import Coupon
+from domain.errors import InvalidCommand
 from domain.orders import BackorderQueue
 from domain.promotions import CouponTerms
 from projections.aftersales import AfterSalesProjection
@@ -458,6 +459,47 @@ def test_refunds_before_the_accrual_ran_are_named_by_the_entries_they_reversed(
         (entry,) = [e for e in entries if e["order_id"] == "O-10"]
         assert [(r["refund_reference"], r["amount"]) for r in entry["reversals"]] == [
             ("R-1", entry["amount"])]
+
+
+def test_a_parked_payment_retried_after_a_partial_refund_is_reversed_by_it(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commission policy parked O-11's payment (a rule refused it), then handled its
+    refund of one unit of three, which found no commission to reverse. Retried, the
+    accrual is reversed by that refund in the same save, under its reference: O-11 ends
+    where O-12, the same order handled in the ordinary way, does."""
+    app = shop(api)
+    paid_order(api, "O-12", [("TEA", 3)], distributor_id="D2")
+    settle(app)  # O-12's payment: accrued
+    accrue = app.accrue_from_basis
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise InvalidCommand("the ledger is closed for the night", field="basis")
+
+    monkeypatch.setattr(app, "accrue_from_basis", refuse)
+    paid_order(api, "O-11", [("TEA", 3)], distributor_id="D2")
+    settle(app)  # O-11's payment: parked
+    for order_id in ("O-11", "O-12"):
+        open_case(api, order_id, "refund_only", [("TEA", 1)], case_id=f"AS-{order_id}")
+        step(api, f"AS-{order_id}", "approve")
+        assert refund(api, f"AS-{order_id}", 1999, f"R-{order_id}").status_code == 200
+    settle(app)  # both refunds handled: O-11's finds no commission
+    assert not app.exists(LineCommission.create_id("O-11", 1))
+    monkeypatch.setattr(app, "accrue_from_basis", accrue)
+    runner = ProjectionRunner(app, [], process_managers=all_process_managers())
+    assert runner.retry_parked("commission_policy") == (1, 0)
+    at = settle(app)
+    # 3 x 19.99 = 59.97: L1 (D2) 10 % = 5.997 -> 6.00, L2 (D1) 5 % -> 3.00; a third of
+    # the line refunded reverses a third of each: 2.00 and 1.00.
+    entries = api.get("/distributors/D2/commissions", role="auditor",
+                      min_position=at).get_json()["items"]
+    for order_id in ("O-11", "O-12"):
+        assert commission(app, order_id, 1) == {1: (600, 200), 2: (300, 100)}
+        assert app.line_commission(order_id, 1).reversal_causes == [
+            f"refund:{order_id}:1:1999"]
+        (entry,) = [e for e in entries if e["order_id"] == order_id]
+        assert [(r["refund_reference"], r["amount"]) for r in entry["reversals"]] == [
+            (f"R-{order_id}", 200)]
+    assert sum(books(app).values()) == 0
 
 
 def test_an_order_cancelled_after_a_refund_before_dispatch(api: Api) -> None:

@@ -637,7 +637,7 @@ def replenishment(principal: Principal) -> Response:
     low-stock list."""
     query = load_query(ReplenishmentQuery())
     rows, position, now = replenishment_rows(query)
-    low = sum(1 for row in rows if row["available"] < row["reorder_point"])
+    low = sum(1 for row in rows if row["suggested_quantity"])
     rows = rows_after(rows, query["cursor"])
     listing = page(rows[:query["limit"] + 1], query["limit"],
                    lambda row: [row["sku"], row["warehouse_id"]])

@@ -15,6 +15,7 @@ from api.http import decode_cursor, fenxiao, page, query_response, read_position
 from api.schemas import Id, PageQuery, Str, StrictInt
 from domain.replenishment import MAX_LEAD_TIME_DAYS, MAX_SAFETY_STOCK
 from projections.inventory import InventoryProjection
+from projections.orders import OrdersProjection
 from projections.reports import (GROUPS, TOTALS, ReportsProjection, report_range,
                                  replenishment_report, sales_report, sales_totals)
 
@@ -139,6 +140,7 @@ class ReplenishmentRowOut(Schema):
     sku = fields.String()
     warehouse_id = fields.String()
     available = fields.Integer()
+    backordered = fields.Integer()  # its share of the units the SKU's backorders wait for
     daily_demand = fields.Float()  # units per day, a forecast rounded to 0.01
     lead_time_days = fields.Integer()
     safety_stock = fields.Integer()
@@ -166,8 +168,12 @@ def replenishment(query: dict[str, Any]) -> Any:
     weighted mean of the `FENXIAO_DEMAND_WINDOW_DAYS` (56) whole UTC days before today,
     a day's weight halving every `FENXIAO_DEMAND_HALF_LIFE_DAYS` (7). `reorder_point` =
     ceil(daily_demand × lead_time_days) + safety_stock; `order_up_to` = reorder_point +
-    ceil(daily_demand × lead_time_days); `suggested_quantity` = order_up_to − available
-    when available < reorder_point, else 0. Lead time and safety stock are the SKU's
+    ceil(daily_demand × lead_time_days); `suggested_quantity` = order_up_to −
+    (available − backordered) when available − backordered < reorder_point, else 0.
+    `backordered`: the units open orders wait for of that SKU (stock arriving in any
+    warehouse fills them), shared among its warehouses in proportion to their
+    daily_demand (evenly without any), by the largest remainder. Lead time and safety
+    stock are the SKU's
     (POST /products/{sku}/replenishment), else `FENXIAO_LEAD_TIME_DAYS` (7) and
     `FENXIAO_SAFETY_STOCK` (0)."""
     rows, position, now = replenishment_rows(query)
@@ -181,7 +187,8 @@ def replenishment_rows(query: dict[str, Any]) -> tuple[list[dict[str, Any]], int
     """The report's rows for a ReplenishmentQuery (the API's and the console's), the
     position they reflect, and the time the forecast was made at."""
     app = fenxiao()
-    position = read_position([InventoryProjection.name, ReportsProjection.name],
+    position = read_position([InventoryProjection.name, ReportsProjection.name,
+                              OrdersProjection.name],
                              query["min_position"])
     now = app.clock()
     with app.engine.connect() as conn:

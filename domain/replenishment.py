@@ -13,10 +13,15 @@ the units dispatched on each of the last `window_days` whole days before today: 
 
     reorder_point = ceil(daily_demand × lead_time_days) + safety_stock
     order_up_to   = reorder_point + ceil(daily_demand × lead_time_days)
-    suggested     = order_up_to − available  when available < reorder_point, else 0
+    suggested     = order_up_to − (available − backordered)
+                    when available − backordered < reorder_point, else 0
 
 that is, reorder when what is available would not cover the demand until new stock
-arrives plus the buffer, and order enough to last one more lead time after that. The
+arrives plus the buffer, and order enough to last one more lead time after that.
+Units that customers wait for on backorder are promised already: they count against what
+is available. A SKU's backorders are not tied to a warehouse (stock arriving in any of
+them fills them), so they are shared among the SKU's warehouses in proportion to their
+forecast demand (evenly when there is none), by the largest remainder. The
 reorder point and the suggestion are computed from the forecast as reported (rounded
 half-up to 0.01 unit), so anyone can check them from the report's own figures.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
-from typing import Mapping
+from typing import Mapping, Sequence
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -93,6 +98,23 @@ def daily_demand(units_by_days_ago: Mapping[int, int], half_life_days: int,
     weighted = sum(w * units_by_days_ago.get(k, 0) for k, w in enumerate(weights, 1))
     mean = Decimal(weighted / sum(weights))
     return mean.quantize(DEMAND_PLACES, rounding=ROUND_HALF_UP)
+
+
+def share(units: int, weights: Sequence[Decimal]) -> list[int]:
+    """`units` shared in proportion to `weights` (evenly when they are all zero), each
+    share rounded down, then the units left over one each to the largest remainders
+    (the first of equal ones): the shares add up to `units` exactly."""
+    if not weights:
+        return []
+    total = sum(weights)
+    if total <= 0:
+        weights, total = [Decimal(1)] * len(weights), Decimal(len(weights))
+    exact = [units * w / total for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (shares[i] - exact[i], i))
+    for i in by_remainder[:units - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,10 @@ from domain.errors import InvalidCommand
 from domain.fulfilment import Shipment
 from domain.ledger import COMMISSION_EXPENSE, JournalEntry
 from domain.orders import Order
-from domain.replenishment import ReplenishmentPolicy, daily_demand, suggest
+from domain.replenishment import ReplenishmentPolicy, daily_demand, share, suggest
 from projections.base import Projection
 from projections.inventory import inventory
+from projections.orders import order_lines, orders
 
 report_orders = Table(
     "rm_report_orders", metadata,
@@ -417,12 +418,14 @@ def replenishment_report(conn: Connection, settings: Any, now: datetime, *,
                          sku: str | None = None, warehouse_id: str | None = None,
                          low_only: bool = False) -> list[dict[str, Any]]:
     """Every stock item (or those of `sku` / `warehouse_id`; with `low_only` those whose
-    available stock is below the reorder point), ordered by SKU and warehouse: rows
-    {sku, warehouse_id, available, daily_demand, lead_time_days, safety_stock,
-    reorder_point, order_up_to, suggested_quantity}. Demand is forecast from the units
-    dispatched on the `settings.demand_window_days` whole UTC days before `now`'s
-    (domain/replenishment.py has the arithmetic); a SKU without a policy takes
-    `settings.lead_time_days` and `settings.safety_stock`."""
+    available stock, less its share of the SKU's backorders, is below the reorder point),
+    ordered by SKU and warehouse: rows {sku, warehouse_id, available, backordered,
+    daily_demand, lead_time_days, safety_stock, reorder_point, order_up_to,
+    suggested_quantity}. Demand is forecast from the units dispatched on the
+    `settings.demand_window_days` whole UTC days before `now`'s; `backordered` is the
+    item's share of the units the SKU's open orders wait for (domain/replenishment.py has
+    the arithmetic); a SKU without a policy takes `settings.lead_time_days` and
+    `settings.safety_stock`."""
     today = utc(now).date()
     first = today - timedelta(days=settings.demand_window_days)
     items = select(inventory.c.sku, inventory.c.warehouse_id,
@@ -430,32 +433,44 @@ def replenishment_report(conn: Connection, settings: Any, now: datetime, *,
     demand = select(demand_daily).where(demand_daily.c.day >= first,
                                         demand_daily.c.day < today)
     policies = select(replenishment_policies)
-    if sku is not None:
+    waiting = (select(order_lines.c.sku, func.sum(order_lines.c.backordered))
+               .join(orders, orders.c.order_uuid == order_lines.c.order_uuid)
+               .where(order_lines.c.backordered > 0, orders.c.status != "cancelled")
+               .group_by(order_lines.c.sku))
+    if sku is not None:  # every warehouse of it: the backorders are shared among them all
         items = items.where(inventory.c.sku == sku)
         demand = demand.where(demand_daily.c.sku == sku)
         policies = policies.where(replenishment_policies.c.sku == sku)
-    if warehouse_id is not None:
-        items = items.where(inventory.c.warehouse_id == warehouse_id)
-        demand = demand.where(demand_daily.c.warehouse_id == warehouse_id)
+        waiting = waiting.where(order_lines.c.sku == sku)
     units: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
     for row in conn.execute(demand):
         units[(row.sku, row.warehouse_id)][(today - row.day).days] = row.units
     terms = {row.sku: (row.lead_time_days, row.safety_stock)
              for row in conn.execute(policies)}
-    rows = []
+    backordered = dict(conn.execute(waiting).all())
+    by_sku: dict[str, list[Any]] = defaultdict(list)
     for item in sorted(conn.execute(items), key=lambda r: (r.sku, r.warehouse_id)):
-        lead_time, safety = terms.get(item.sku, (settings.lead_time_days,
-                                                 settings.safety_stock))
-        forecast = daily_demand(units.get((item.sku, item.warehouse_id), {}),
-                                settings.demand_half_life_days, settings.demand_window_days)
-        plan = suggest(item.available, forecast, lead_time, safety)
-        if low_only and not plan.low:
-            continue
-        rows.append({"sku": item.sku, "warehouse_id": item.warehouse_id,
-                     "available": item.available, "daily_demand": float(forecast),
-                     "lead_time_days": lead_time, "safety_stock": safety,
-                     "reorder_point": plan.reorder_point, "order_up_to": plan.order_up_to,
-                     "suggested_quantity": plan.suggested_quantity})
+        by_sku[item.sku].append(item)
+    rows = []
+    for sku_items in by_sku.values():
+        forecasts = [daily_demand(units.get((item.sku, item.warehouse_id), {}),
+                                  settings.demand_half_life_days,
+                                  settings.demand_window_days) for item in sku_items]
+        shares = share(int(backordered.get(sku_items[0].sku, 0)), forecasts)
+        for item, forecast, waits in zip(sku_items, forecasts, shares):
+            if warehouse_id is not None and item.warehouse_id != warehouse_id:
+                continue
+            lead_time, safety = terms.get(item.sku, (settings.lead_time_days,
+                                                     settings.safety_stock))
+            plan = suggest(item.available - waits, forecast, lead_time, safety)
+            if low_only and not plan.low:
+                continue
+            rows.append({"sku": item.sku, "warehouse_id": item.warehouse_id,
+                         "available": item.available, "backordered": waits,
+                         "daily_demand": float(forecast), "lead_time_days": lead_time,
+                         "safety_stock": safety, "reorder_point": plan.reorder_point,
+                         "order_up_to": plan.order_up_to,
+                         "suggested_quantity": plan.suggested_quantity})
     return rows
 
 

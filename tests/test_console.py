@@ -467,12 +467,13 @@ def test_replenishment_is_the_report(console: Console) -> None:
     shown = Figures(client.get("/console/replenishment").text).rows["replenishment"]
     report = console.api("/reports/replenishment", role="operator")["items"]
     assert shown == {f"{r['sku']}/{r['warehouse_id']}": {
-        "available": str(r["available"]), "daily_demand": f"{r['daily_demand']:.2f}",
+        "available": str(r["available"]), "backordered": str(r["backordered"]),
+        "daily_demand": f"{r['daily_demand']:.2f}",
         "reorder_point": str(r["reorder_point"]),
         "suggested_quantity": str(r["suggested_quantity"])} for r in report}
     low = client.get("/console/replenishment?low_only=true")
     assert Figures(low.text).figures["low"] == str(sum(
-        r["available"] < r["reorder_point"] for r in report))
+        r["suggested_quantity"] > 0 for r in report))
 
 
 def test_audit_page_reports_the_seal_verification(console: Console) -> None:

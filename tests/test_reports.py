@@ -478,6 +478,49 @@ def dispatch_order(api: Api, order_id: str, lines: Sequence[tuple[str, int]],
         dispatched(api, shipment["shipment_id"])
 
 
+def order_body(order_id: str, tea: int, address: dict[str, str]) -> dict[str, Any]:
+    return {"order_id": order_id, "lines": [{"sku": "TEA", "quantity": tea}],
+            "allow_backorder": True, "shipping_address": address,
+            "customer": {"customer_id": f"C-{order_id}", "name": "Li Lei",
+                         "phone": "13900000009"}}
+
+
+def test_backorders_count_against_what_is_available(api: Api) -> None:
+    """Units customers wait for are promised already: a SKU's backorders are shared among
+    its warehouses by their demand and raise what each should reorder."""
+    app = the_app(api)
+    seed(api)  # W1 (east) 10 TEA, W2 (south) 5 CUP
+    app.settings = replace(app.settings, demand_half_life_days=2, demand_window_days=4,
+                           lead_time_days=3, safety_stock=2)
+    ok(api.post("/stock/receipts", {"sku": "TEA", "warehouse_id": "W2", "quantity": 2,
+                                    "reference": "PO-9"}), 201)
+    dispatch_order(api, "O-1", [("TEA", 4)], datetime(2026, 11, 24, 9, tzinfo=UTC))  # W1
+    south = {**ADDRESS, "region": "south"}
+    placed = ok(api.post("/orders", order_body("O-2", 2, south), role="integration"), 201)
+    paid = ok(api.post("/orders/O-2/payments", {"amount": money(placed["total"]),
+                                                "payment_reference": "PAY-O-2"}))
+    for shipment in paid["shipments"]:  # W2, the south's
+        dispatched(api, shipment["shipment_id"])
+    set_clock(api, datetime(2026, 11, 25, 12, tzinfo=UTC))
+    waiting = ok(api.post("/orders", order_body("O-3", 12, ADDRESS), role="integration"), 201)
+    assert waiting["lines"][0]["backordered"] == 6  # W1's 6 reserved, 6 more to come
+    given_up = ok(api.post("/orders", order_body("O-4", 5, ADDRESS), role="integration"), 201)
+    assert given_up["lines"][0]["backordered"] == 5
+    ok(api.post("/orders/O-4/cancel", {"reason": "too long a wait"}))  # waits no more
+    head = app.last_position()
+
+    rows = ok(api.get("/reports/replenishment", sku="TEA", min_position=head))["items"]
+    # Weights for 1-4 days ago at a half-life of 2 days sum to 2.5607. A day ago W1
+    # dispatched 4 (1.56 a day), W2 2 (0.78 a day): the 6 units waiting are shared 2:1,
+    # 4 and 2. W1: 3 days need ceil(4.68) = 5, reorder below 5 + 2 = 7, up to 12, holds
+    # 0 − 4: order 16. W2: ceil(2.34) = 3, below 5, up to 8, holds 0 − 2: order 10.
+    assert [(r["warehouse_id"], r["available"], r["backordered"], r["daily_demand"],
+             r["reorder_point"], r["order_up_to"], r["suggested_quantity"])
+            for r in rows] == [("W1", 0, 4, 1.56, 7, 12, 16), ("W2", 0, 2, 0.78, 5, 8, 10)]
+    only_w2 = ok(api.get("/reports/replenishment", warehouse_id="W2", sku="TEA"))["items"]
+    assert only_w2 == rows[1:]  # its share whatever the filter
+
+
 def test_replenishment_worked_by_hand(api: Api) -> None:
     app = the_app(api)
     seed(api)  # W1 (east) 10 TEA, W2 (south) 5 CUP
@@ -506,13 +549,13 @@ def test_replenishment_worked_by_hand(api: Api) -> None:
     # reorder below 2 + 2 = 4; available 5 − 1 − 1 (O-5 holds one) = 3: order 6 − 3 = 3.
     # TEA in W2 sells nothing: reorder below its safety stock of 3, holds 1: order 2.
     assert rows["items"] == [
-        {"sku": "CUP", "warehouse_id": "W2", "available": 3, "daily_demand": 0.39,
+        {"sku": "CUP", "warehouse_id": "W2", "available": 3, "backordered": 0, "daily_demand": 0.39,
          "lead_time_days": 3, "safety_stock": 2, "reorder_point": 4, "order_up_to": 6,
          "suggested_quantity": 3},
-        {"sku": "TEA", "warehouse_id": "W1", "available": 21, "daily_demand": 1.56,
+        {"sku": "TEA", "warehouse_id": "W1", "available": 21, "backordered": 0, "daily_demand": 1.56,
          "lead_time_days": 4, "safety_stock": 3, "reorder_point": 10, "order_up_to": 17,
          "suggested_quantity": 0},
-        {"sku": "TEA", "warehouse_id": "W2", "available": 1, "daily_demand": 0.0,
+        {"sku": "TEA", "warehouse_id": "W2", "available": 1, "backordered": 0, "daily_demand": 0.0,
          "lead_time_days": 4, "safety_stock": 3, "reorder_point": 3, "order_up_to": 3,
          "suggested_quantity": 2}]
     every = rows["items"]

@@ -21,7 +21,8 @@ from commands.tick import tick
 from domain.accruals import half_up_share
 from domain.errors import DomainError, InvalidCommand
 from domain.ledger import COMMISSION_EXPENSE, REFUNDS, SALES
-from domain.replenishment import ReplenishmentPolicy, Suggestion, daily_demand, suggest
+from domain.replenishment import (ReplenishmentPolicy, Suggestion, daily_demand, share,
+                                  suggest)
 from projections.ledger import LedgerProjection, balances, journal
 from projections.policies import all_process_managers
 from projections.reports import (GROUPS, ReportsProjection, report_range, sales_report,
@@ -427,6 +428,22 @@ def test_daily_demand_and_suggestions_by_hand() -> None:
     assert suggest(0, Decimal("0"), 7, 0) == Suggestion(0, 0, 0)  # nothing sold or kept
     assert suggest(0, Decimal("0"), 7, 3).suggested_quantity == 3  # the buffer alone
     assert suggest(1, Decimal("0.07"), 100, 0) == Suggestion(7, 14, 13)  # 7, not 7.000…1
+
+
+@given(st.integers(0, 10_000), st.lists(st.decimals(0, 1000, places=2), max_size=6))
+def test_backorders_are_shared_exactly_and_in_proportion(
+        units: int, weights: list[Decimal]) -> None:
+    shares = share(units, weights)
+    if not weights:
+        assert shares == []
+        return
+    assert sum(shares) == units and min(shares) >= 0
+    total = sum(weights) or len(weights)
+    for n, weight in enumerate(weights):
+        exact = units * (weight if sum(weights) else 1) / total
+        assert exact - 1 < shares[n] < exact + 1  # a rounding of its exact share
+    assert share(6, [Decimal(2), Decimal(1)]) == [4, 2]
+    assert share(5, [Decimal(0), Decimal(0)]) == [3, 2]  # evenly, the first gets the odd one
 
 
 def test_a_policy_is_set_changed_and_checked() -> None:

@@ -12,8 +12,8 @@ from domain.ledger import Wallet
 from domain.stock import StockItem
 
 
-class Fenxiao(AfterSalesService, OrderService, FulfilmentService, PurchasingService, PromotionService,
-              StockService, LedgerService, ReportService):
+class Fenxiao(AfterSalesService, PurchasingService, OrderService, FulfilmentService,
+              PromotionService, StockService, LedgerService, ReportService):
     """The application: every service mixed into one event-sourced application."""
 
     name = "fenxiao"

@@ -9,13 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Sequence
 
-from commands.catalog import StockService
-from commands.ledger import LedgerService
-from domain.allocation import StockCandidate, plan_allocation
+from commands.orders import OrderService, _candidates, _distinct
+from domain.allocation import plan_allocation
 from domain.errors import Duplicate
 from domain.fulfilment import Shipment
 from domain.purchasing import PurchaseOrder, reservation_reference
-from domain.stock import StockItem
 
 # A purchase order has no customer region: warehouses are taken by most available.
 NO_REGION = ""
@@ -36,8 +34,8 @@ def purchase_order_view(po: PurchaseOrder, updated_at: datetime) -> dict[str, An
     }
 
 
-class PurchasingService(StockService, LedgerService):
-    """Purchase orders."""
+class PurchasingService(OrderService):
+    """Purchase orders (an order service: an approval serves the backorder queues first)."""
 
     def purchase_order(self, purchase_order_id: str) -> PurchaseOrder:
         return self.load(PurchaseOrder.create_id(purchase_order_id),
@@ -63,22 +61,27 @@ class PurchasingService(StockService, LedgerService):
     def approve_purchase_order(self, purchase_order_id: str) -> dict[str, Any]:
         """Allocate every line over the warehouses stocking its SKU (most available
         first, split when needed), reserve that stock and create the shipments, in one
-        save. InsufficientStock (nothing reserved) unless every line is covered."""
+        save. Consumer orders already waiting for a SKU are served first (first come,
+        first served), in the same save. InsufficientStock (nothing saved) unless every
+        line is covered by what they leave."""
         po = self.purchase_order(purchase_order_id)
         lines = [(x["sku"], x["quantity"]) for x in po.lines]
-        items: dict[tuple[str, str], StockItem] = {}
-        candidates = {sku: self._stock_candidates(sku, items) for sku, _ in lines}
         now = self.clock()
-        plans = po.approve(plan_allocation(lines, NO_REGION, candidates), now)
-        reserved = {}
+        products = {sku: self.product(sku) for sku, _ in lines}
+        items = self._stock_items(products.values())
+        queues, served = self._serve_queues(products.values(), items, now)
+        plans = po.approve(plan_allocation(lines, NO_REGION, _candidates(products, items)),
+                           now)
+        reserved = []
         for sku, warehouse_id, quantity in po.allocated_stock():
             item = items[(sku, warehouse_id)]
             item.reserve(quantity, reservation_reference(purchase_order_id))
-            reserved[item.id] = item
+            reserved.append(item)
         shipments = [Shipment.create(plan, SHIPMENT_SOURCE, purchase_order_id, None, now)
                      for plan in plans]
         return {**purchase_order_view(po, now),
-                "position": self.record(po, *reserved.values(), *shipments)}
+                "position": self.record(*_distinct([po, *served, *queues.values(),
+                                                    *reserved, *shipments]))}
 
     def receive_purchase_order(self, purchase_order_id: str) -> dict[str, Any]:
         """The distributor confirms the goods arrived (after every shipment left)."""
@@ -86,18 +89,3 @@ class PurchasingService(StockService, LedgerService):
         now = self.clock()
         po.receive(now)
         return {**purchase_order_view(po, now), "position": self.record(po)}
-
-    # -- where the stock is ----------------------------------------------------------
-
-    def _stock_candidates(self, sku: str, items: dict[tuple[str, str], StockItem]
-                          ) -> list[StockCandidate]:
-        """Every warehouse stocking `sku`, with what it has available, from the write
-        side (the product's index of its stock locations; a projection may lag). The
-        stock items loaded are kept in `items` for reserving."""
-        candidates = []
-        for warehouse_id, region in sorted(self.product(sku).stocked_at.items()):
-            item = self.find(StockItem.create_id(sku, warehouse_id))
-            if item is not None:
-                items[(sku, warehouse_id)] = item
-                candidates.append(StockCandidate(warehouse_id, region, item.available))
-        return candidates

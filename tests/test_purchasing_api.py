@@ -246,3 +246,34 @@ def test_an_order_and_a_purchase_order_with_the_same_id_never_share_a_reservatio
     items = [fenxiao(api).stock_item("TEA", w) for w in ("W1", "W2")]
     held = {ref: n for item in items for ref, n in item.reservations.items()}
     assert held == {"PO/SAME": 3}  # the order's 2 released, the purchase order's 3 held
+
+
+def test_an_approval_serves_the_orders_waiting_for_the_stock_first(api: Api) -> None:
+    """Stock arrives in one save and the backorder policy fills the queue in a later one:
+    an approval in between serves the consumer orders waiting first (first come, first
+    served), in its own save, and takes only what they leave."""
+    setup(api)  # 26 TEA: 6 in W1, 20 in W2
+    placed = api.post("/orders", {
+        "order_id": "O-1", "lines": [{"sku": "TEA", "quantity": 30}], "allow_backorder": True,
+        "customer": {"customer_id": "C-1", "name": "Li Lei", "phone": "13800138000"},
+        "shipping_address": {"region": "east", "city": "Hangzhou", "line1": "1 Beishan Rd"}},
+        role="integration")
+    assert placed.get_json()["lines"][0]["backordered"] == 4
+    api.post("/stock/receipts", {"sku": "TEA", "warehouse_id": "W1", "quantity": 5,
+                                 "reference": "IN-2"})  # no policy has run
+    for purchase_order_id, quantity in (("PO-1", 2), ("PO-2", 1)):
+        asked = api.post("/purchase-orders", {"purchase_order_id": purchase_order_id,
+                                              "distributor_id": "D1",
+                                              "lines": [{"sku": "TEA", "quantity": quantity}]})
+        assert asked.status_code == 201, asked.get_json()
+    before = fenxiao(api).last_position()
+    short = api.post("/purchase-orders/PO-1/approve")
+    assert short.status_code == 409 and code_of(short) == "insufficient_stock"
+    assert short.get_json()["error"]["details"]["available"] == 1  # 4 of the 5 promised
+    assert fenxiao(api).last_position() == before  # the refusal saved no fill either
+    approved = api.post("/purchase-orders/PO-2/approve")
+    assert approved.status_code == 200, approved.get_json()
+    waited = api.get("/orders/O-1", min_position=approved.get_json()["position"]).get_json()
+    assert waited["lines"][0]["backordered"] == 0 and waited["status"] == "placed"
+    item = fenxiao(api).repository.get(StockItem.create_id("TEA", "W1"))
+    assert (item.on_hand, item.available) == (11, 0)  # 6 + 4 for O-1, 1 for PO-2

@@ -7,6 +7,12 @@ keep-alive connection, against `fenxiao serve --no-worker` (the projections are 
 what is measured), beside the raw single-row-commit rate of the same database measured
 in the same run. Prints JSON lines like `python -m benchmarks`: throughput with its ratio
 to the baseline, and p50/p99 latency. It WIPES the target database (same guard).
+
+The floor, for scale: the same server answering, with the same client counts, the least
+work an authenticated request can be (GET /api/v1/orders/{id} of an order that does not
+exist: the token looked up, one read, a 404), `http_authenticated_404_<n>_clients`, and a
+request that is refused before any work (no token: 401), `http_unauthenticated_<n>_clients`.
+No order can be placed faster than the first of these.
 """
 from __future__ import annotations
 
@@ -59,6 +65,35 @@ def order_body(n: int, rng: random.Random) -> bytes:
                              "line1": "1 Bench Road"},
         "lines": [{"sku": first, "quantity": 1}, {"sku": second, "quantity": 2}],
     }).encode()
+
+
+def floor(port: int, token: str | None, requests: int, clients: int) -> float:
+    """Requests per second of GET /api/v1/orders/{an id nobody placed}: 404 with a token,
+    401 without."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    expected = 404 if token else 401
+
+    def ask(count: int, failures: list[int]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for _ in range(count):
+            conn.request("GET", "/api/v1/orders/NO-SUCH-ORDER", headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != expected:
+                failures.append(response.status)
+        conn.close()
+
+    failures: list[int] = []
+    threads = [threading.Thread(target=ask, args=(requests // clients, failures))
+               for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"the floor's requests answered {sorted(set(failures))}")
+    return requests // clients * clients / (time.perf_counter() - started)
 
 
 def client(port: int, token: str, bodies: list[bytes], latencies: list[float],
@@ -146,6 +181,11 @@ def main(argv: list[str] | None = None) -> None:
             cuts = statistics.quantiles(latencies, n=100)
             report.emit(f"orders_http_{clients}_clients_p50", cuts[49] * 1000, "ms")
             report.emit(f"orders_http_{clients}_clients_p99", cuts[98] * 1000, "ms")
+        for clients in (int(c) for c in args.clients.split(",")):
+            for label, key in (("authenticated_404", token), ("unauthenticated", None)):
+                report.emit(f"http_{label}_{clients}_clients",
+                            floor(port, key, max(args.orders, 1000), clients), "requests/s",
+                            "raw_single_row_commit")
     finally:
         if server is not None:
             server.terminate()

@@ -405,7 +405,8 @@ def export_statements(**options: Any) -> None:
 
 def _export(kind: str, as_of: str | None, fmt: str, output: Any,
             distributor_id: str | None = None) -> None:
-    from commands.exports import check_distributor, projections_for, resolve_as_of, write_csv
+    from commands.exports import (check_distributor, parse_as_of, projections_for,
+                                  resolve_as_of, write_csv)
     from domain.errors import DomainError
     from projections.runner import ProjectionRunner
 
@@ -413,7 +414,7 @@ def _export(kind: str, as_of: str | None, fmt: str, output: Any,
     try:
         if distributor_id is not None:
             check_distributor(app, distributor_id)
-        position = None if as_of is None else resolve_as_of(app, as_of)
+        position = None if as_of is None else resolve_as_of(app, parse_as_of(as_of))
         needed = projections_for(kind)
         if position is None:  # the live read models, brought up to the log's head
             ProjectionRunner(app, needed).catch_up()

@@ -11,11 +11,11 @@ from typing import Any
 
 from flask import Response
 from flask_smorest import Blueprint
-from marshmallow import validate
 
+from api.audit import AsOfQuery
 from api.auth import requires
 from api.http import fenxiao, read_position
-from api.schemas import FullMatch, Id, ReadQuery, Str
+from api.schemas import Id
 from commands.exports import books, check_distributor, projections_for, resolve_as_of, rows, \
     write_csv
 
@@ -25,11 +25,8 @@ blp = Blueprint("exports", __name__, url_prefix="/api/v1",
 CSV_TEXT = {"type": "string", "description": "RFC 4180 CSV with a header row."}
 
 
-class ExportQuery(ReadQuery):
-    # A log position (digits) or an ISO-8601 time (without an offset: UTC).
-    as_of = Str(load_default=None, validate=[
-        validate.Length(min=1, max=40),
-        FullMatch(r"^[0-9][0-9T:.+Z-]*$", error="a log position or an ISO-8601 time")])
+class ExportQuery(AsOfQuery):
+    """`as_of` as every audit view takes it."""
 
 
 class StatementQuery(ExportQuery):

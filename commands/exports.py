@@ -29,11 +29,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, TextIO
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
 
 from commands.app import CoreApp
+from commands.audit import Log
 from commands.views import iso
 from domain.distributors import Distributor
 from domain.errors import InvalidCommand, NotFound
@@ -77,54 +77,26 @@ def projections_for(kind: str) -> list[Projection]:
 
 # -- as of when ------------------------------------------------------------------------
 
-def resolve_as_of(app: CoreApp, text: str) -> int:
-    """A log position (digits) or an ISO-8601 time (without an offset: UTC) -> the log
-    position it means; refused when it is neither, or a position beyond the log head."""
+def parse_as_of(text: str) -> int | datetime:
+    """A log position (digits) or an ISO-8601 time, where a time without an offset is
+    UTC (the command line's leniency; the API insists on an offset)."""
     text = text.strip()
-    head = app.last_position()
     if text.isdigit():
-        position = int(text)
-        if position > head:
-            raise InvalidCommand(f"as_of {position} is beyond the log head {head}",
-                                 field="as_of")
-        return position
+        return int(text)
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidCommand(f"as_of {text!r} is neither a log position nor an ISO-8601 "
                              "time", field="as_of") from None
-    return position_at(app, when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def position_at(app: CoreApp, when: datetime) -> int:
-    """The last log position whose event was recorded at or before `when` (0: none).
-    Timestamps grow along the log (one clock, events appended in order), so a binary
-    search over positions decodes only about log2(events) events; positions may have
-    gaps, so each probe takes the first event at or after its midpoint."""
-    events = app.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
+def resolve_as_of(app: CoreApp, asked: int | datetime) -> int:
+    """The log position a position or a time means, as every audit view resolves it
+    (commands/audit.py): a time is the log up to the first event recorded after it;
+    a position beyond the log head is refused."""
     with app.engine.connect() as conn:
-        low, high = 0, conn.execute(select(func.max(events.c.id))).scalar() or 0
-        while low < high:  # the answer is in [low, high]; low is 0 or an event <= when
-            middle = (low + high + 1) // 2
-            row = conn.execute(
-                select(events.c.id, events.c.originator_id, events.c.originator_version,
-                       events.c.topic, events.c.state)
-                .where(events.c.id >= middle, events.c.id <= high)
-                .order_by(events.c.id).limit(1)).first()
-            if row is not None and _timestamp(app, row) <= when:
-                low = row.id
-            else:
-                high = middle - 1
-    return low
-
-
-def _timestamp(app: CoreApp, row: Any) -> datetime:
-    state = bytes(row.state) if isinstance(row.state, memoryview) else row.state
-    event = app.mapper.to_domain_event(StoredEvent(
-        originator_id=row.originator_id, originator_version=row.originator_version,
-        topic=row.topic, state=state))
-    at = event.timestamp
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        return Log(app, conn).as_of(asked).position
 
 
 # -- where an export reads ------------------------------------------------------------

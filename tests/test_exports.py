@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from api.cli import main
 from commands import Fenxiao
-from commands.exports import position_at
+from commands.exports import resolve_as_of
 from projections.ledger import earnings_of, journal
 from tests.api_support import Api
 from tests.test_projections import activity
@@ -133,7 +133,7 @@ def test_exports_as_of_a_position_or_a_time(app: Fenxiao) -> None:
     earlier = export(app, "journal", "--as-of", str(story["middle"]))
     assert earlier == [r for r in live["journal"] if int(r["position"]) <= story["middle"]]
     assert len(earlier) < len(live["journal"])
-    assert position_at(app, story["moment"]) == story["middle"]
+    assert resolve_as_of(app, story["moment"]) == story["middle"]
     assert export(app, "journal", "--as-of", story["moment"].isoformat()) == earlier
     naive_utc = story["moment"].replace(tzinfo=None).isoformat()
     assert export(app, "journal", "--as-of", naive_utc) == earlier
@@ -146,6 +146,21 @@ def test_exports_as_of_a_position_or_a_time(app: Fenxiao) -> None:
     for bad in ("yesterday", str(story["head"] + 1)):
         refused = cli(app, "export", "journal", "--as-of", bad)
         assert refused.exit_code != 0 and "as_of" in refused.output, bad
+
+
+def test_as_of_a_time_goes_by_the_application_clock(app: Fenxiao) -> None:
+    """"As of a time" means the application clock's time, for exports as for every audit
+    view: a replay or a test may run the clock anywhere but the wall clock's now."""
+    app.clock = lambda: datetime(2025, 3, 1, 9, tzinfo=timezone.utc)
+    activity(app)
+    middle = app.last_position()
+    app.clock = lambda: datetime(2025, 3, 2, 9, tzinfo=timezone.utc)
+    app.execute(lambda: app.accrue_commission("O-2", 1, "SKU-1", 1, 1000, "B"))
+    moment = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
+    assert resolve_as_of(app, moment) == middle
+    assert resolve_as_of(app, datetime(2025, 2, 28, tzinfo=timezone.utc)) == 0
+    assert export(app, "journal", "--as-of", "2025-03-01T12:00:00") == \
+        export(app, "journal", "--as-of", str(middle))
 
 
 def test_csv_downloads_for_auditors(api: Api) -> None:
@@ -188,5 +203,8 @@ def test_csv_downloads_for_auditors(api: Api) -> None:
         "not a moment": 422, "not a time": 422, "beyond the head": 422,
         "no such distributor": 404, "min_position beyond the head": 422}
     assert refused["not a time"].get_json()["error"]["details"] == {
-        "as_of": ["as_of '2024-13-45' is neither a log position nor an ISO-8601 time"]}
+        "as_of": ["must be a log position or an ISO-8601 time with an offset"]}
+    for without_offset in (story["moment"].replace(tzinfo=None).isoformat(), "2024-01-01"):
+        reply = api.get("/audit/exports/journal.csv", as_of=without_offset)  # as /audit/*
+        assert reply.status_code == 422 and "offset" in str(reply.get_json()), reply.get_json()
     assert app.last_position() == head  # reading changed nothing

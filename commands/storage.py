@@ -17,6 +17,7 @@ metadata = MetaData()
 BIGINT = BigInteger().with_variant(Integer(), "sqlite")
 
 EVENTS_TABLE = "fenxiao_events"
+EVENTS_TOPIC_INDEX = "fenxiao_events_topic_idx"  # (topic, id): migration 0015
 SNAPSHOTS_TABLE = "fenxiao_snapshots"
 NOTIFY_CHANNEL = EVENTS_TABLE
 

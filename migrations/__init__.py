@@ -23,7 +23,9 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def target_metadata() -> list:
     """Every table the migrations must create, as the code defines them."""
     import projections  # noqa: F401  (registers the read-model tables)
-    from commands.storage import EVENTS_TABLE, SNAPSHOTS_TABLE, metadata
+    from sqlalchemy import Index
+
+    from commands.storage import EVENTS_TABLE, EVENTS_TOPIC_INDEX, SNAPSHOTS_TABLE, metadata
     from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
     from eventsourcing_sqlalchemy.models import SnapshotRecord, StoredEventRecord
 
@@ -33,7 +35,10 @@ def target_metadata() -> list:
     SQLAlchemyDatastore.define_record_class(
         cls_name="FenxiaoSnapshot", table_name=SNAPSHOTS_TABLE, schema_name=None,
         base_cls=SnapshotRecord)
-    return [metadata, events.__table__.metadata]
+    table = events.__table__
+    if not any(index.name == EVENTS_TOPIC_INDEX for index in table.indexes):
+        Index(EVENTS_TOPIC_INDEX, table.c.topic, table.c.id)  # ours (0015), not the library's
+    return [metadata, table.metadata]
 
 
 def compare_type(context, inspected_column, metadata_column, inspected_type, metadata_type):

@@ -45,7 +45,8 @@ from projections.policies import ProcessManager, all_process_managers
 
 log = logging.getLogger("fenxiao.projections")
 
-READ_WINDOW = 20_000  # log positions one read of a batch looks through, at most
+READ_WINDOW = 20_000  # log positions a read of a batch looks through, to begin with
+MAX_READ_WINDOW = 1 << 22  # ... and at most, for a projection whose events are sparse
 
 
 class TrackingConflict(Exception):
@@ -130,6 +131,7 @@ class ProjectionRunner:
         self.is_postgres = app.engine.dialect.name == "postgresql"
         self.poll_interval_s = poll_interval_s or (2.0 if self.is_postgres else 0.2)
         self.events = app.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
+        self._windows: dict[str, int] = {}  # positions the next read looks through
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -175,16 +177,24 @@ class ProjectionRunner:
         if head <= start:
             return [], start
         # One query looks at a bounded range of positions: over the whole rest of the log,
-        # PostgreSQL may scan all of it (bitmap scan, then sort) for every batch of a busy
-        # projection; a sparse projection just takes a few more, cheap, batches.
-        end = min(head, start + max(READ_WINDOW, limit))
+        # PostgreSQL may read all of the projection's events there (then sort them) for
+        # every batch of a busy projection.
+        window = self._windows.get(projection.name, READ_WINDOW)
+        end = min(head, start + max(window, limit))
         rows = conn.execute(
             self._event_rows()
             .where(self.events.c.id > start, self.events.c.id <= end,
                    self.events.c.topic.in_(projection.topics()))
             .order_by(self.events.c.id).limit(limit)).all()
-        # Fewer rows than asked for means nothing relevant is left up to `end`.
-        return rows, rows[-1].id if len(rows) == limit else end
+        # Fewer rows than asked for means nothing relevant is left up to `end`: the next
+        # read looks further (the index on (topic, id) makes a read cost the rows it
+        # finds). A full batch sets the window to the span it took, so a dense stretch
+        # is not read (and sorted) far beyond one batch.
+        if len(rows) < limit:
+            self._windows[projection.name] = min(window * 4, MAX_READ_WINDOW)
+            return rows, end
+        self._windows[projection.name] = max(READ_WINDOW, rows[-1].id - start)
+        return rows, rows[-1].id
 
     def _event_rows(self) -> Any:
         return select(self.events.c.id, self.events.c.originator_id,

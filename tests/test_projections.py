@@ -21,6 +21,7 @@ from projections.catalog import get_product
 from projections.commissions import CommissionsProjection, commissions
 from projections.inventory import sku_inventory
 from projections.orders import OrdersProjection, list_orders
+import projections.runner as runner_module
 from projections.runner import (ProjectionRunner, TrackingConflict, advance_tracking,
                                 positions, wait_for_position)
 from tests.test_orders_commands import deliver
@@ -101,6 +102,43 @@ def test_rebuild_equals_live_whatever_the_batch_size(app: Fenxiao, batch_size: i
     for projection in runner.projections:
         runner.rebuild(projection)
     assert snapshot(app) == live
+
+
+def test_a_sparse_projection_reads_further_and_a_dense_one_a_batch_at_a_time(
+        app: Fenxiao, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's read window grows while a projection finds fewer events than a batch
+    (a sparse one crosses a long log in a few reads) and comes back to one batch's span
+    when it finds a full one; either way every event is read once, in order."""
+    monkeypatch.setattr(runner_module, "READ_WINDOW", 4)
+    app.execute(lambda: app.open_warehouse("W1", "East", "east"))
+    app.execute(lambda: app.add_product("TEA", "Tea", "tea", 1999))
+    for n in range(60):
+        app.execute(lambda: app.receive_stock("TEA", "W1", 1, f"IN-{n}"))
+    app.execute(lambda: app.add_product("CUP", "Cup", "cup", 990))
+    head = app.last_position()
+    reads: dict[str, list[tuple[int, int, int]]] = {"catalog": [], "inventory": []}
+    read = ProjectionRunner._read_batch
+
+    def counted(self: ProjectionRunner, conn: Any, projection: Any, start: int,
+                limit: int | None = None, until: int | None = None) -> Any:
+        rows, end = read(self, conn, projection, start, limit, until)
+        reads[projection.name].append((start, len(rows), end))
+        return rows, end
+
+    monkeypatch.setattr(ProjectionRunner, "_read_batch", counted)
+    projections = [p for p in all_projections() if p.name in reads]
+    ProjectionRunner(app, projections, batch_size=10).catch_up()
+    catalog = reads["catalog"]
+    assert sum(n for _, n, _ in catalog) == 3  # W1, TEA, CUP
+    assert len(catalog) <= 6 and catalog[-1][2] == head  # windows of 4, 16, 64, ...
+    assert all(b[0] == a[2] for a, b in zip(catalog, catalog[1:]))  # contiguous
+    inventory = reads["inventory"]
+    counts = [n for _, n, _ in inventory]
+    assert sum(counts) == 61 and counts.count(10) >= 5  # its item's creation, 60 receipts
+    full = [(start, end) for start, n, end in inventory if n == 10]
+    assert all(end - start <= 16 for start, end in full)  # about a batch's span each
+    assert all(b[0] == a[2] for a, b in zip(inventory, inventory[1:]))
+    assert sku_inventory(app.engine.connect(), "TEA")["on_hand"] == 60
 
 
 def test_tracking_moves_only_forward_from_the_expected_position(app: Fenxiao) -> None:

@@ -84,16 +84,21 @@ def floor(port: int, token: str | None, requests: int, clients: int) -> float:
         conn.close()
 
     failures: list[int] = []
-    threads = [threading.Thread(target=ask, args=(requests // clients, failures))
-               for _ in range(clients)]
+    seconds = timed([threading.Thread(target=ask, args=(requests // clients, failures))
+                     for _ in range(clients)])
+    if failures:
+        raise SystemExit(f"the floor's requests answered {sorted(set(failures))}")
+    return requests // clients * clients / seconds
+
+
+def timed(threads: list[threading.Thread]) -> float:
+    """Run the client threads together; the seconds until the last one is done."""
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    if failures:
-        raise SystemExit(f"the floor's requests answered {sorted(set(failures))}")
-    return requests // clients * clients / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def client(port: int, token: str, bodies: list[bytes], latencies: list[float],
@@ -117,15 +122,10 @@ def place(port: int, token: str, orders: int, clients: int, seed_n: int
     bodies = [order_body(seed_n + n, rng) for n in range(orders)]
     latencies: list[float] = []
     failures: list[str] = []
-    threads = [threading.Thread(target=client, args=(port, token, bodies[k::clients],
-                                                     latencies, failures))
-               for k in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return orders / (time.perf_counter() - started), latencies, failures
+    seconds = timed([threading.Thread(target=client, args=(port, token, bodies[k::clients],
+                                                           latencies, failures))
+                     for k in range(clients)])
+    return orders / seconds, latencies, failures
 
 
 def serve(url: str, log: Path) -> tuple[subprocess.Popen, int]:

@@ -495,6 +495,16 @@ def dispatch_order(api: Api, order_id: str, lines: Sequence[tuple[str, int]],
         dispatched(api, shipment["shipment_id"])
 
 
+def replenishment_shop(api: Api) -> Fenxiao:
+    """W1 (east) 10 TEA, W2 (south) 5 CUP; demand over 4 days at a half-life of 2, and by
+    default a lead time of 3 days and a safety stock of 2."""
+    app = the_app(api)
+    seed(api)
+    app.settings = replace(app.settings, demand_half_life_days=2, demand_window_days=4,
+                           lead_time_days=3, safety_stock=2)
+    return app
+
+
 def order_body(order_id: str, tea: int, address: dict[str, str]) -> dict[str, Any]:
     return {"order_id": order_id, "lines": [{"sku": "TEA", "quantity": tea}],
             "allow_backorder": True, "shipping_address": address,
@@ -505,10 +515,7 @@ def order_body(order_id: str, tea: int, address: dict[str, str]) -> dict[str, An
 def test_backorders_count_against_what_is_available(api: Api) -> None:
     """Units customers wait for are promised already: a SKU's backorders are shared among
     its warehouses by their demand and raise what each should reorder."""
-    app = the_app(api)
-    seed(api)  # W1 (east) 10 TEA, W2 (south) 5 CUP
-    app.settings = replace(app.settings, demand_half_life_days=2, demand_window_days=4,
-                           lead_time_days=3, safety_stock=2)
+    app = replenishment_shop(api)
     ok(api.post("/stock/receipts", {"sku": "TEA", "warehouse_id": "W2", "quantity": 2,
                                     "reference": "PO-9"}), 201)
     dispatch_order(api, "O-1", [("TEA", 4)], datetime(2026, 11, 24, 9, tzinfo=UTC))  # W1
@@ -539,10 +546,7 @@ def test_backorders_count_against_what_is_available(api: Api) -> None:
 
 
 def test_replenishment_worked_by_hand(api: Api) -> None:
-    app = the_app(api)
-    seed(api)  # W1 (east) 10 TEA, W2 (south) 5 CUP
-    app.settings = replace(app.settings, demand_half_life_days=2, demand_window_days=4,
-                           lead_time_days=3, safety_stock=2)
+    app = replenishment_shop(api)
     ok(api.post("/stock/receipts", {"sku": "TEA", "warehouse_id": "W1", "quantity": 30,
                                     "reference": "PO-8"}), 201)
     ok(api.post("/stock/receipts", {"sku": "TEA", "warehouse_id": "W2", "quantity": 1,

@@ -138,7 +138,8 @@ def test_a_sparse_projection_reads_further_and_a_dense_one_a_batch_at_a_time(
     full = [(start, end) for start, n, end in inventory if n == 10]
     assert all(end - start <= 16 for start, end in full)  # about a batch's span each
     assert all(b[0] == a[2] for a, b in zip(inventory, inventory[1:]))
-    assert sku_inventory(app.engine.connect(), "TEA")["on_hand"] == 60
+    with app.engine.connect() as conn:
+        assert sku_inventory(conn, "TEA")["on_hand"] == 60
 
 
 def test_tracking_moves_only_forward_from_the_expected_position(app: Fenxiao) -> None:

@@ -88,7 +88,13 @@ def parse_as_of(text: str) -> int | datetime:
     except ValueError:
         raise InvalidCommand(f"as_of {text!r} is neither a log position nor an ISO-8601 "
                              "time", field="as_of") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    try:
+        return when.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidCommand(f"as_of {text!r} is outside the years 1-9999 in UTC",
+                             field="as_of") from None
 
 
 def resolve_as_of(app: CoreApp, asked: int | datetime) -> int:

@@ -143,7 +143,7 @@ def test_exports_as_of_a_position_or_a_time(app: Fenxiao) -> None:
     statements = export(app, "statements", "--as-of", str(story["middle"]))
     assert not any(r["order_id"] == "O-2" for r in statements)
     assert export(app, "journal", "--as-of", "1") == []  # a distributor's application
-    for bad in ("yesterday", str(story["head"] + 1)):
+    for bad in ("yesterday", str(story["head"] + 1), "0001-01-01T00:00:00+01:00"):
         refused = cli(app, "export", "journal", "--as-of", bad)
         assert refused.exit_code != 0 and "as_of" in refused.output, bad
 

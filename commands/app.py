@@ -17,11 +17,13 @@ import sqlalchemy.exc
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError as StoreIntegrityError
-from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
+from eventsourcing.persistence import (JSONTranscoder, Mapper, MapperDeserialisationError,
+                                      StoredEvent)
 from eventsourcing.utils import get_topic
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from commands.codec import FastJSONTranscoder
 from commands.pgtext import replace_nul_in_parameters
 from commands.settings import Settings
 from commands.storage import idempotency, insert_for, store_facts
@@ -180,6 +182,11 @@ class CoreApp(Application):
     def close(self) -> None:
         super().close()
         self.engine.dispose()
+
+    def construct_transcoder(self) -> JSONTranscoder:
+        transcoder = FastJSONTranscoder()  # the library's, decoding faster (commands/codec.py)
+        self.register_transcodings(transcoder)
+        return transcoder
 
     # -- the store and its cipher key ----------------------------------------------
 

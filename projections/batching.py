@@ -14,7 +14,6 @@ batch fail; the runner then applies its events one at a time and parks the culpr
 from __future__ import annotations
 
 import io
-import re
 from datetime import date, datetime
 from typing import Any, Callable, ClassVar, Iterable, Sequence
 
@@ -216,7 +215,6 @@ def _copy(conn: Connection, sql: str, data: str) -> None:
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r",
                                "\x00": "\ufffd"})  # NUL as commands/pgtext.py has it
-_ESCAPED = re.compile("[\\\\\t\n\r\x00]")
 
 
 def _int_text(value: Any) -> str:
@@ -226,9 +224,11 @@ def _int_text(value: Any) -> str:
 def _str_text(value: Any) -> str:
     if type(value) is not str:
         return _copy_text(value)
-    # translate() looks every character up in a dict: ten times a search for the few
-    # characters it would change, which most values have none of.
-    return value.translate(_COPY_ESCAPES) if _ESCAPED.search(value) else value
+    # translate() looks every character up in a dict: ten times the checks for the few
+    # characters it would change (a backslash, or one not printable: tab, newlines, NUL),
+    # which most values have none of.
+    return value.translate(_COPY_ESCAPES) if "\\" in value or not value.isprintable() \
+        else value
 
 
 def _time_text() -> Callable[[Any], str]:

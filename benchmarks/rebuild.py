@@ -24,6 +24,16 @@ run (it also warms the database's cache for what follows). For a projection NAME
   rebuild_NAME_events     how many events NAME reads
   rebuild_NAME_peak_rss   MiB
   rebuild_NAME_rss_growth MiB
+  rebuild_NAME_floor      the fastest a rebuild that builds aside and swaps could go in
+                          relevant events per second, with no work per event at all:
+                          the raw driver reading NAME's events, plus the database writing
+                          the rows its rebuild ends with into scratch tables (one COPY
+                          per table) and swapping them in, as a rebuild does
+  rebuild_NAME_of_floor   rebuild_NAME / rebuild_NAME_floor
+  rebuild_reads_only      log events per second of the runner taking the whole log
+                          through a projection that does nothing with its events (read
+                          and decoded, then dropped): what every rebuild pays per event
+                          before any work of its own (and `_cpu`)
 
 and the same for `all` (every projection rebuilt one after the other in one process;
 relevant = the sum over the projections). It rebuilds the read models of the target
@@ -99,9 +109,78 @@ def measure(url: str, names: list[str], batch_size: int | None) -> dict[str, Any
         app.close()
 
 
-def measure_in_subprocess(url: str, names: list[str], batch_size: int | None
-                          ) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.rebuild", "--measure", ",".join(names),
+def write_floor(url: str, name: str) -> dict[str, Any]:
+    """In this process: the database work of a rebuild of `name` without any work per
+    event, timed: its scratch tables made, the rows its live tables hold now (as its
+    rebuild left them) written into them, one INSERT (COPY) per table, and swapped in as a
+    rebuild swaps. The live rows, parked events and position come out as they were."""
+    from commands import Fenxiao
+    from commands.settings import Settings
+    from commands.storage import parked_events, tracking
+    from projections import all_projections
+    from projections.batching import insert
+    from projections.scratch import ScratchBuild
+
+    app = Fenxiao(Settings.from_env(database_url=url, rate_limit=None))
+    try:
+        projection = next(p for p in all_projections() if p.name == name)
+        with app.engine.connect() as conn:
+            rows = {t: [dict(r._mapping) for r in conn.execute(select(t))]
+                    for t in projection.tables}
+            rows[parked_events] = [dict(r._mapping) for r in conn.execute(
+                select(parked_events).where(parked_events.c.projection == name))]
+            rows[tracking] = [dict(r._mapping) for r in conn.execute(
+                select(tracking).where(tracking.c.name == name))]
+        started = time.perf_counter()
+        with ScratchBuild(app, [projection]) as build:
+            with build.reading() as conn:
+                for table, its_rows in rows.items():
+                    insert(conn, table, its_rows)
+            build.swap(name)
+        return {"seconds": time.perf_counter() - started,
+                "rows": sum(len(r) for r in rows.values())}
+    finally:
+        app.close()
+
+
+def reads_only(url: str, batch_size: int | None) -> dict[str, Any]:
+    """In this process: the runner taking the whole log through a projection that does
+    nothing with its events (read, decoded, dropped), in scratch tables, as a rebuild
+    takes the log: what every projection pays before any work of its own."""
+    from commands import Fenxiao
+    from commands.settings import Settings
+    from projections.base import Projection
+    from projections.scratch import ScratchBuild
+
+    class ReadsOnly(Projection):
+        name, tables, handlers = "bench_reads_only", (), {}
+
+        def __init__(self, topics: list[str]) -> None:
+            self._topics = topics
+
+        def topics(self) -> list[str]:  # type: ignore[override]
+            return self._topics
+
+        def apply_batch(self, conn: Any, events: Any) -> None:
+            pass
+
+    app = Fenxiao(Settings.from_env(database_url=url, rate_limit=None))
+    try:
+        events = app.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
+        with app.engine.connect() as conn:
+            topics = sorted(conn.execute(select(events.c.topic).distinct()).scalars())
+        started, started_cpu = time.perf_counter(), cpu_s()
+        with ScratchBuild(app, [ReadsOnly(topics)], batch_size) as build:
+            build.build()
+        return {"seconds": time.perf_counter() - started, "cpu": cpu_s() - started_cpu,
+                "events": app.last_position()}
+    finally:
+        app.close()
+
+
+def measure_in_subprocess(url: str, names: list[str], batch_size: int | None,
+                          mode: str = "--measure") -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.rebuild", mode, ",".join(names),
                "--database-url", url]
     if batch_size:
         command += ["--batch-size", str(batch_size)]
@@ -128,10 +207,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--yes-rebuild", action="store_true",
                         help="rebuild even if the database's name has no 'bench' or 'test'")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the subprocess's side
+    parser.add_argument("--floor", help=argparse.SUPPRESS)  # the subprocess's side
+    parser.add_argument("--reads-only", help=argparse.SUPPRESS)  # the subprocess's side
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(args.database_url, args.measure.split(","),
                                  args.batch_size)))
+        return
+    if args.floor:
+        print(json.dumps(write_floor(args.database_url, args.floor)))
+        return
+    if args.reads_only:
+        print(json.dumps(reads_only(args.database_url, args.batch_size)))
         return
 
     from projections import all_projections
@@ -170,6 +257,13 @@ def run(url: str, names: list[str], batch_size: int | None) -> None:
     rows, per_s = raw_log_read(url)
     note(f"raw read of the log: {rows} events, {per_s:,.0f} rows/s")
     report.emit("raw_log_read", per_s, "rows/s")
+    figures = measure_in_subprocess(url, ["-"], batch_size, "--reads-only")
+    note(f"the runner reading and decoding the whole log, doing nothing with it: "
+         f"{figures['events']} events in {figures['seconds']:.2f} s")
+    report.emit("rebuild_reads_only", figures["events"] / figures["seconds"], "events/s",
+                "raw_log_read")
+    report.emit("rebuild_reads_only_cpu", figures["events"] / figures["cpu"],
+                "events/cpu-s")
     for label, measured in [*((name, [name]) for name in names), ("all", names)]:
         figures = measure_in_subprocess(url, measured, batch_size)
         seconds = figures["seconds"]
@@ -185,6 +279,26 @@ def run(url: str, names: list[str], batch_size: int | None) -> None:
         report.emit(f"rebuild_{label}_events", figures["relevant"], "events")
         report.emit(f"rebuild_{label}_peak_rss", figures["peak_rss"], "MiB")
         report.emit(f"rebuild_{label}_rss_growth", figures["rss_growth"], "MiB")
+        if label != "all":
+            emit_floor(report, url, label, figures["relevant"])
+
+
+def emit_floor(report: Report, url: str, name: str, relevant: int) -> None:
+    """The fastest a rebuild of `name` that builds aside and swaps could go here: the raw
+    driver reading its events, plus the database writing its rows into scratch tables
+    and swapping them in (`write_floor`), with no work per event at all."""
+    from projections import all_projections
+
+    topics = next(p for p in all_projections() if p.name == name).topics()
+    read, per_s = raw_log_read(url, topics=topics)
+    read_s = read / per_s if read else 0.0
+    write = measure_in_subprocess(url, [name], None, "--floor")
+    seconds = read_s + write["seconds"]
+    note(f"floor {name}: reading its {read} events {read_s:.2f} s, writing its "
+         f"{write['rows']} rows aside and swapping them in {write['seconds']:.2f} s")
+    report.emit(f"rebuild_{name}_floor", relevant / seconds, "events/s")
+    report.emit(f"rebuild_{name}_of_floor", report.values[f"rebuild_{name}"]
+                / report.values[f"rebuild_{name}_floor"], "ratio")
 
 
 if __name__ == "__main__":

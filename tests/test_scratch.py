@@ -4,6 +4,7 @@ build aside and swap, so readers never see a half-built table. On SQLite and Pos
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import threading
@@ -19,7 +20,7 @@ from projections.catalog import CatalogProjection, products
 from projections.inventory import InventoryProjection, inventory
 from projections.ledger import LedgerProjection
 from projections.runner import ProjectionRunner
-from projections.scratch import ScratchBuild, as_of
+from projections.scratch import ScratchBuild, as_of, fewer_collections
 from tests.api_support import tables_of
 from tests.test_projections import activity
 
@@ -209,3 +210,15 @@ def test_events_logged_during_a_rebuild_are_applied_after_the_swap(
     with app.engine.connect() as conn:
         assert conn.execute(select(inventory.c.on_hand)
                             .where(inventory.c.sku == "TEA")).scalar_one() == 10 + 5 + 7
+
+
+def test_the_collector_is_put_back_when_the_last_of_overlapping_builds_ends():
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    first, second = fewer_collections(), fewer_collections()
+    first.__enter__()
+    assert gc.get_threshold()[0] == 10_000
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first ends while the second still runs
+    assert gc.get_threshold()[0] == 10_000
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen

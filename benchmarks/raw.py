@@ -76,15 +76,15 @@ def measure(url: str, single_rows: int, batched_rows: int, batch: int = 1000
 def raw_log_read(url: str, batch: int = 5000, topics: Sequence[str] | None = None
                  ) -> tuple[int, float]:
     """(rows, rows per second) for the raw driver reading the whole event table in order,
-    or only the events of `topics`, streamed (a server-side cursor on PostgreSQL), nothing
-    decoded."""
+    or only the events of `topics` (in any order), streamed (a server-side cursor on
+    PostgreSQL), nothing decoded."""
     parsed = make_url(url)
-    where = ""
-    if topics is not None:  # names of Python classes: nothing to quote
-        assert not any("'" in topic for topic in topics)
-        where = "WHERE topic IN ({}) ".format(", ".join(f"'{t}'" for t in topics))
-    query = ("SELECT id, originator_id, originator_version, topic, state "
-             f"FROM fenxiao_events {where}ORDER BY id")
+    query = "SELECT id, originator_id, originator_version, topic, state FROM fenxiao_events"
+    if topics is None:
+        query += " ORDER BY id"
+    else:  # in any order: the cheapest plan (a few events of a long log by their topic)
+        assert not any("'" in topic for topic in topics)  # names of Python classes
+        query += " WHERE topic IN ({})".format(", ".join(f"'{t}'" for t in topics))
     if parsed.get_backend_name() == "postgresql":
         import psycopg2
 

@@ -43,6 +43,7 @@ database whose name contains neither "bench" nor "test" unless --yes-rebuild is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -50,7 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -71,16 +72,31 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(url: str, names: list[str], batch_size: int | None) -> dict[str, Any]:
-    """In this process: rebuild the named projections one after the other; the figures."""
+@contextlib.contextmanager
+def application(url: str) -> Iterator[Any]:
+    """The application on `url` (no rate limits), closed afterwards."""
     from commands import Fenxiao
     from commands.settings import Settings
-    from projections import all_projections
-    from projections.runner import ProjectionRunner
 
     app = Fenxiao(Settings.from_env(database_url=url, rate_limit=None))
     try:
-        projections = [p for p in all_projections() if p.name in names]
+        yield app
+    finally:
+        app.close()
+
+
+def projections_named(names: list[str]) -> list[Any]:
+    from projections import all_projections
+
+    return [p for p in all_projections() if p.name in names]
+
+
+def measure(url: str, names: list[str], batch_size: int | None) -> dict[str, Any]:
+    """In this process: rebuild the named projections one after the other; the figures."""
+    from projections.runner import ProjectionRunner
+
+    with application(url) as app:
+        projections = projections_named(names)
         runner = ProjectionRunner(app, projections, batch_size=batch_size)
         head = app.last_position()
         events = app.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
@@ -105,8 +121,6 @@ def measure(url: str, names: list[str], batch_size: int | None) -> dict[str, Any
         return {"names": names, "head": head, "relevant": relevant, "seconds": seconds,
                 "cpu": cpu, "rss_before": before, "peak_rss": peak,
                 "rss_growth": peak - (half_peak[0] if half_peak else peak)}
-    finally:
-        app.close()
 
 
 def write_floor(url: str, name: str) -> dict[str, Any]:
@@ -114,16 +128,12 @@ def write_floor(url: str, name: str) -> dict[str, Any]:
     event, timed: its scratch tables made, the rows its live tables hold now (as its
     rebuild left them) written into them, one INSERT (COPY) per table, and swapped in as a
     rebuild swaps. The live rows, parked events and position come out as they were."""
-    from commands import Fenxiao
-    from commands.settings import Settings
     from commands.storage import parked_events, tracking
-    from projections import all_projections
     from projections.batching import insert
     from projections.scratch import ScratchBuild
 
-    app = Fenxiao(Settings.from_env(database_url=url, rate_limit=None))
-    try:
-        projection = next(p for p in all_projections() if p.name == name)
+    with application(url) as app:
+        [projection] = projections_named([name])
         with app.engine.connect() as conn:
             rows = {t: [dict(r._mapping) for r in conn.execute(select(t))]
                     for t in projection.tables}
@@ -139,16 +149,12 @@ def write_floor(url: str, name: str) -> dict[str, Any]:
             build.swap(name)
         return {"seconds": time.perf_counter() - started,
                 "rows": sum(len(r) for r in rows.values())}
-    finally:
-        app.close()
 
 
 def reads_only(url: str, batch_size: int | None) -> dict[str, Any]:
     """In this process: the runner taking the whole log through a projection that does
     nothing with its events (read, decoded, dropped), in scratch tables, as a rebuild
     takes the log: what every projection pays before any work of its own."""
-    from commands import Fenxiao
-    from commands.settings import Settings
     from projections.base import Projection
     from projections.scratch import ScratchBuild
 
@@ -164,8 +170,7 @@ def reads_only(url: str, batch_size: int | None) -> dict[str, Any]:
         def apply_batch(self, conn: Any, events: Any) -> None:
             pass
 
-    app = Fenxiao(Settings.from_env(database_url=url, rate_limit=None))
-    try:
+    with application(url) as app:
         events = app.recorder.events_record_cls.__table__  # type: ignore[attr-defined]
         with app.engine.connect() as conn:
             topics = sorted(conn.execute(select(events.c.topic).distinct()).scalars())
@@ -174,8 +179,6 @@ def reads_only(url: str, batch_size: int | None) -> dict[str, Any]:
             build.build()
         return {"seconds": time.perf_counter() - started, "cpu": cpu_s() - started_cpu,
                 "events": app.last_position()}
-    finally:
-        app.close()
 
 
 def measure_in_subprocess(url: str, names: list[str], batch_size: int | None,
@@ -287,10 +290,8 @@ def emit_floor(report: Report, url: str, name: str, relevant: int) -> None:
     """The fastest a rebuild of `name` that builds aside and swaps could go here: the raw
     driver reading its events, plus the database writing its rows into scratch tables
     and swapping them in (`write_floor`), with no work per event at all."""
-    from projections import all_projections
-
-    topics = next(p for p in all_projections() if p.name == name).topics()
-    read, per_s = raw_log_read(url, topics=topics)
+    [projection] = projections_named([name])
+    read, per_s = raw_log_read(url, topics=projection.topics())
     read_s = read / per_s if read else 0.0
     write = measure_in_subprocess(url, [name], None, "--floor")
     seconds = read_s + write["seconds"]

@@ -123,7 +123,7 @@ def test_audit_log_then_rebuild_benchmarks(tmp_path: Path) -> None:
     assert rows["rebuild_all_events"]["value"] == \
         rows["rebuild_ledger_events"]["value"] + rows["rebuild_shipments_events"]["value"]
     assert rows["rebuild_reads_only"]["value"] > 0
-    for name in ("ledger", "shipments"):  # the floor is above what the rebuild reaches
+    for name in ("ledger", "shipments"):  # each figure, and the rebuild's fraction of it
         floor = rows[f"rebuild_{name}_floor"]["value"]
         assert floor > 0
         assert rows[f"rebuild_{name}_of_floor"]["value"] == \

@@ -9,10 +9,13 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from api.auth import owned_by, requires
 from api.fulfilment import ShipmentOut
-from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.http import (decode_cursor, fenxiao, page, query_response, read_position, reading,
+                      run_command)
 from api.openapi import required_when
 from api.schemas import (Id, MoneySchema, NoBody, PageQuery, PositiveMoneySchema, Quantity,
                          ReadQuery, Str, StrictBool, Text, require_currency)
+from commands.messages import (ApproveCase, CloseCase, ReceiveCase, RefundCase, RejectCase,
+                               RequestCase, ShipCase)
 from domain.aftersales import STATUSES, TYPES, Case
 from domain.errors import NotFound
 from projections.aftersales import AfterSalesProjection, get_case, list_cases
@@ -117,10 +120,9 @@ def request_case(body: dict[str, Any]) -> Any:
     app = fenxiao()
     amount = (require_currency(body["amount"], app.settings.currency, "amount")
               if body["amount"] is not None else None)
-    lines = [(x["sku"], x["quantity"]) for x in body["lines"]]
-    return run_command(lambda: app.request_case(
-        body["order_id"], body["type"], lines, body["reason"], amount, body["case_id"]),
-        status=201)
+    lines = tuple((x["sku"], x["quantity"]) for x in body["lines"])
+    return run_command(RequestCase(
+        body["order_id"], body["type"], lines, body["reason"], amount, body["case_id"]))
 
 
 @blp.route("/after-sales/<case_id>/approve", methods=["POST"])
@@ -128,8 +130,7 @@ def request_case(body: dict[str, Any]) -> Any:
 @blp.arguments(CaseReasonIn, required=False)  # no body: no reason
 @blp.response(200, CaseReply)
 def approve(body: dict[str, Any], case_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.approve_case(case_id, body["reason"]))
+    return run_command(ApproveCase(case_id, body["reason"]))
 
 
 @blp.route("/after-sales/<case_id>/reject", methods=["POST"])
@@ -137,8 +138,7 @@ def approve(body: dict[str, Any], case_id: str) -> Any:
 @blp.arguments(CaseReasonIn, required=False)  # no body: no reason
 @blp.response(200, CaseReply)
 def reject(body: dict[str, Any], case_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.reject_case(case_id, body["reason"]))
+    return run_command(RejectCase(case_id, body["reason"]))
 
 
 @blp.route("/after-sales/<case_id>/receive", methods=["POST"])
@@ -146,9 +146,7 @@ def reject(body: dict[str, Any], case_id: str) -> Any:
 @blp.arguments(CaseReceiveIn)
 @blp.response(200, CaseReply)
 def receive(body: dict[str, Any], case_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.receive_case(case_id, body["warehouse_id"],
-                                                body["restock"]))
+    return run_command(ReceiveCase(case_id, body["warehouse_id"], body["restock"]))
 
 
 @blp.route("/after-sales/<case_id>/refund", methods=["POST"])
@@ -158,7 +156,7 @@ def receive(body: dict[str, Any], case_id: str) -> Any:
 def refund(body: dict[str, Any], case_id: str) -> Any:
     app = fenxiao()
     amount = require_currency(body["amount"], app.settings.currency, "amount")
-    return run_command(lambda: app.refund_case(case_id, amount, body["refund_reference"]))
+    return run_command(RefundCase(case_id, amount, body["refund_reference"]))
 
 
 @blp.route("/after-sales/<case_id>/ship", methods=["POST"])
@@ -169,8 +167,7 @@ def ship(_body: dict[str, Any], case_id: str) -> Any:
     """Ship a received exchange's replacement (reserved like an order's; 409
     insufficient_stock when short, and the case may then be refunded instead) or a
     received repair's goods back to the customer (no stock moves)."""
-    app = fenxiao()
-    return run_command(lambda: app.ship_case(case_id))
+    return run_command(ShipCase(case_id))
 
 
 @blp.route("/after-sales/<case_id>/close", methods=["POST"])
@@ -178,8 +175,7 @@ def ship(_body: dict[str, Any], case_id: str) -> Any:
 @blp.arguments(NoBody, required=False)
 @blp.response(200, CaseReply)
 def close(_body: dict[str, Any], case_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.close_case(case_id))
+    return run_command(CloseCase(case_id))
 
 
 # -- queries --------------------------------------------------------------------------
@@ -189,8 +185,8 @@ def close(_body: dict[str, Any], case_id: str) -> Any:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, CaseOut)
 def case(query: dict[str, Any], case_id: str) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         found = get_case(conn, case_id)
         if found is not None:
             found["shipments"] = shipments_of_cases(conn, [case_id])[case_id]
@@ -204,8 +200,8 @@ def case(query: dict[str, Any], case_id: str) -> Any:
 @blp.arguments(CaseQuery, location="query")
 @blp.response(200, CasePage)
 def cases(query: dict[str, Any]) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         rows = list_cases(conn, status=query["status"], order_id=query["order_id"],
                           after=decode_cursor(query["cursor"], datetime, str),
                           limit=query["limit"] + 1)

@@ -7,9 +7,12 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from api.auth import ANY_ROLE, requires
-from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.http import (decode_cursor, fenxiao, page, query_response, read_position, reading,
+                      run_command)
 from api.schemas import (Id, MoneySchema, NoBody, PageQuery, ReadQuery, StrictBool, Text,
                          require_currency)
+from commands.messages import (AddProduct, ChangePrice, DelistProduct, ListProduct,
+                               OpenWarehouse)
 from domain.errors import NotFound
 from projections.catalog import CatalogProjection, get_product, list_products
 
@@ -65,8 +68,7 @@ class ProductQuery(PageQuery):
 @blp.arguments(WarehouseIn)
 @blp.response(201, WarehouseOut)
 def open_warehouse(body: dict[str, Any]) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.open_warehouse(**body), status=201)
+    return run_command(OpenWarehouse(body["warehouse_id"], body["name"], body["region"]))
 
 
 @blp.route("/products", methods=["POST"])
@@ -79,8 +81,8 @@ def add_product(body: dict[str, Any]) -> Any:
     price = require_currency(body["price"], currency, "price")
     wholesale = (None if body["wholesale_price"] is None
                  else require_currency(body["wholesale_price"], currency, "wholesale_price"))
-    return run_command(lambda: app.add_product(
-        body["sku"], body["name"], body["spec"], price, wholesale, body["listed"]), status=201)
+    return run_command(AddProduct(body["sku"], body["name"], body["spec"], price, wholesale,
+                                  body["listed"]))
 
 
 @blp.route("/products/<sku>/price", methods=["POST"])
@@ -90,7 +92,7 @@ def add_product(body: dict[str, Any]) -> Any:
 def change_price(body: dict[str, Any], sku: str) -> Any:
     app = fenxiao()
     price = require_currency(body["price"], app.settings.currency, "price")
-    return run_command(lambda: app.change_price(sku, price))
+    return run_command(ChangePrice(sku, price))
 
 
 @blp.route("/products/<sku>/delist", methods=["POST"])
@@ -98,8 +100,7 @@ def change_price(body: dict[str, Any], sku: str) -> Any:
 @blp.arguments(NoBody, required=False)
 @blp.response(200, ProductOut)
 def delist(_body: dict[str, Any], sku: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.delist_product(sku))
+    return run_command(DelistProduct(sku))
 
 
 @blp.route("/products/<sku>/list", methods=["POST"])
@@ -107,8 +108,7 @@ def delist(_body: dict[str, Any], sku: str) -> Any:
 @blp.arguments(NoBody, required=False)
 @blp.response(200, ProductOut)
 def relist(_body: dict[str, Any], sku: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.list_product(sku))
+    return run_command(ListProduct(sku))
 
 
 @blp.route("/products", methods=["GET"])
@@ -116,8 +116,8 @@ def relist(_body: dict[str, Any], sku: str) -> Any:
 @blp.arguments(ProductQuery, location="query")
 @blp.response(200, ProductPage)
 def products(query: dict[str, Any]) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         after = decode_cursor(query["cursor"], str)
         rows = list_products(conn, after and after[0], query["limit"] + 1,
                              query["listed"])
@@ -129,8 +129,8 @@ def products(query: dict[str, Any]) -> Any:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, ProductOut)
 def product(query: dict[str, Any], sku: str) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         found = get_product(conn, sku)
     if found is None:
         raise NotFound(f"product {sku} not found", sku=sku)

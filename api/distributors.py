@@ -9,10 +9,15 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from werkzeug.routing import BaseConverter
 
 from api.auth import ANY_ROLE, owned_by, requires
-from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.http import (decode_cursor, fenxiao, page, query_response, read_position, reading,
+                      run_command)
 from api.openapi import exclusive_groups
 from api.schemas import (FullMatch, Id, MoneySchema, NoBody, PageQuery, PositiveMoneySchema,
                          ReadQuery, Str, StrictInt, Text, require_currency)
+from commands.messages import (ApplyDistributor, ApproveDistributor, ApproveWithdrawal,
+                               ChangeUpline, RejectDistributor, RejectWithdrawal,
+                               ReinstateDistributor, RequestWithdrawal, SetCommissionRule,
+                               SuspendDistributor)
 from domain.errors import NotFound
 from domain.ledger import Withdrawal
 from projections.commissions import CommissionsProjection, commissions_of
@@ -178,8 +183,8 @@ class WithdrawalOut(Schema):
 @blp.arguments(ApplicationIn)
 @blp.response(201, DistributorOut)
 def apply(body: dict[str, Any]) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.apply_distributor(**body), status=201)
+    return run_command(ApplyDistributor(body["name"], body["phone"], body["referral_code"],
+                                        body["distributor_id"]))
 
 
 @blp.route("/distributors/<distributor:distributor_id>/approve", methods=["POST"])
@@ -187,8 +192,7 @@ def apply(body: dict[str, Any]) -> Any:
 @blp.arguments(NoBody, required=False)
 @blp.response(200, DistributorOut)
 def approve(_body: dict[str, Any], distributor_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.approve_distributor(distributor_id))
+    return run_command(ApproveDistributor(distributor_id))
 
 
 @blp.route("/distributors/<distributor:distributor_id>/reject", methods=["POST"])
@@ -196,8 +200,7 @@ def approve(_body: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(ReasonIn)
 @blp.response(200, DistributorOut)
 def reject(body: dict[str, Any], distributor_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.reject_distributor(distributor_id, body["reason"]))
+    return run_command(RejectDistributor(distributor_id, body["reason"]))
 
 
 @blp.route("/distributors/<distributor:distributor_id>/suspend", methods=["POST"])
@@ -205,8 +208,7 @@ def reject(body: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(ReasonIn)
 @blp.response(200, DistributorOut)
 def suspend(body: dict[str, Any], distributor_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.suspend_distributor(distributor_id, body["reason"]))
+    return run_command(SuspendDistributor(distributor_id, body["reason"]))
 
 
 @blp.route("/distributors/<distributor:distributor_id>/reinstate", methods=["POST"])
@@ -214,8 +216,7 @@ def suspend(body: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(ReasonIn)
 @blp.response(200, DistributorOut)
 def reinstate(body: dict[str, Any], distributor_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.reinstate_distributor(distributor_id, body["reason"]))
+    return run_command(ReinstateDistributor(distributor_id, body["reason"]))
 
 
 @blp.route("/distributors/<distributor:distributor_id>/upline", methods=["POST"])
@@ -223,9 +224,7 @@ def reinstate(body: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(UplineIn)
 @blp.response(200, DistributorOut)
 def change_upline(body: dict[str, Any], distributor_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.change_upline(distributor_id, body["upline_id"],
-                                                 body["reason"]))
+    return run_command(ChangeUpline(distributor_id, body["upline_id"], body["reason"]))
 
 
 @blp.route("/commission-rules", methods=["POST"])
@@ -233,12 +232,10 @@ def change_upline(body: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(RuleIn)
 @blp.response(201, RuleOut)
 def set_rule(body: dict[str, Any]) -> Any:
-    app = fenxiao()
     kind = "rate" if "level1_rate_bp" in body else "fixed"
     level1 = body.get("level1_rate_bp", body.get("level1_fixed"))
     level2 = body.get("level2_rate_bp", body.get("level2_fixed"))
-    return run_command(lambda: app.set_commission_rule(body["sku"], kind, level1, level2),
-                       status=201)
+    return run_command(SetCommissionRule(body["sku"], kind, level1, level2))
 
 
 @blp.route("/distributors/<distributor:distributor_id>/withdrawals", methods=["POST"])
@@ -248,8 +245,7 @@ def set_rule(body: dict[str, Any]) -> Any:
 def request_withdrawal(body: dict[str, Any], distributor_id: str) -> Any:
     app = fenxiao()
     amount = require_currency(body["amount"], app.settings.currency, "amount")
-    return run_command(lambda: app.request_withdrawal(distributor_id, amount,
-                                                      body["withdrawal_id"]), status=201)
+    return run_command(RequestWithdrawal(distributor_id, amount, body["withdrawal_id"]))
 
 
 @blp.route("/withdrawals/<withdrawal_id>/approve", methods=["POST"])
@@ -257,9 +253,7 @@ def request_withdrawal(body: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(PaymentIn)
 @blp.response(200, WithdrawalOut)
 def approve_withdrawal(body: dict[str, Any], withdrawal_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.approve_withdrawal(withdrawal_id,
-                                                      body["payment_reference"]))
+    return run_command(ApproveWithdrawal(withdrawal_id, body["payment_reference"]))
 
 
 @blp.route("/withdrawals/<withdrawal_id>/reject", methods=["POST"])
@@ -267,8 +261,7 @@ def approve_withdrawal(body: dict[str, Any], withdrawal_id: str) -> Any:
 @blp.arguments(ReasonIn)
 @blp.response(200, WithdrawalOut)
 def reject_withdrawal(body: dict[str, Any], withdrawal_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.reject_withdrawal(withdrawal_id, body["reason"]))
+    return run_command(RejectWithdrawal(withdrawal_id, body["reason"]))
 
 
 # -- queries --------------------------------------------------------------------------
@@ -286,8 +279,8 @@ def known_distributor(conn: Any, distributor_id: str) -> dict[str, Any]:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, DistributorOut)
 def distributor(query: dict[str, Any], distributor_id: str) -> Any:
-    position = read_position([DistributorsProjection.name], query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([DistributorsProjection.name], query["min_position"])
         return query_response(known_distributor(conn, distributor_id), position)
 
 
@@ -296,8 +289,8 @@ def distributor(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(PageQuery, location="query")
 @blp.response(200, DistributorPage)
 def downline(query: dict[str, Any], distributor_id: str) -> Any:
-    position = read_position([DistributorsProjection.name], query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([DistributorsProjection.name], query["min_position"])
         known_distributor(conn, distributor_id)
         after = decode_cursor(query["cursor"], str)
         rows = direct_downline(conn, distributor_id, after and after[0], query["limit"] + 1)
@@ -311,9 +304,9 @@ def downline(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.response(200, EarningsOut)
 def earnings(query: dict[str, Any], distributor_id: str) -> Any:
     app = fenxiao()
-    position = read_position([LedgerProjection.name, DistributorsProjection.name],
-                             query["min_position"])
-    with app.engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([LedgerProjection.name, DistributorsProjection.name],
+                                 query["min_position"])
         known_distributor(conn, distributor_id)
         return query_response(earnings_of(conn, distributor_id, app.settings.currency),
                               position)
@@ -324,9 +317,9 @@ def earnings(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(PageQuery, location="query")
 @blp.response(200, CommissionPage)
 def commissions(query: dict[str, Any], distributor_id: str) -> Any:
-    position = read_position([CommissionsProjection.name, DistributorsProjection.name],
-                             query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([CommissionsProjection.name, DistributorsProjection.name],
+                                 query["min_position"])
         known_distributor(conn, distributor_id)
         rows = commissions_of(conn, distributor_id,
                               decode_cursor(query["cursor"], datetime, str, int),
@@ -342,6 +335,6 @@ def commissions(query: dict[str, Any], distributor_id: str) -> Any:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, RuleList)
 def rules(query: dict[str, Any]) -> Any:
-    position = read_position([DistributorsProjection.name], query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([DistributorsProjection.name], query["min_position"])
         return query_response({"items": commission_rules_in_force(conn)}, position)

@@ -9,11 +9,12 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 
 from api.auth import owned_by, requires
-from api.http import fenxiao, query_response, read_position, run_command
+from api.http import fenxiao, query_response, read_position, reading, run_command
 from api.schemas import (Id, MoneySchema, NoBody, ReadQuery, Str, StrictInt, Text,
                          require_currency, text_pattern)
+from commands.messages import (AddCarrier, DispatchShipment, FrozenMap, PackShipment,
+                               PickShipment, RecordCarrierEvent)
 from domain.aftersales import Case
-from domain.carriers import RateCard
 from domain.errors import NotFound
 from domain.fulfilment import CARRIER_STATUSES, Shipment
 from domain.orders import Order
@@ -186,12 +187,11 @@ class TrackingOut(Schema):
 def add_carrier(body: dict[str, Any]) -> Any:
     app = fenxiao()
     currency = app.settings.currency
-    card = RateCard(carrier=body["carrier"], name=body["name"],
-                    base_fee_minor=require_currency(body["base_fee"], currency, "base_fee"),
-                    per_item_fee_minor=require_currency(body["per_item_fee"], currency,
-                                                        "per_item_fee"),
-                    default_days=body["default_days"], promised_days=body["promised_days"])
-    return run_command(lambda: app.add_carrier(card), status=201)
+    return run_command(AddCarrier(
+        carrier=body["carrier"], carrier_name=body["name"],
+        base_fee_minor=require_currency(body["base_fee"], currency, "base_fee"),
+        per_item_fee_minor=require_currency(body["per_item_fee"], currency, "per_item_fee"),
+        default_days=body["default_days"], promised_days=FrozenMap(body["promised_days"])))
 
 
 @blp.route("/shipments/<shipment_id>/pick", methods=["POST"])
@@ -199,8 +199,7 @@ def add_carrier(body: dict[str, Any]) -> Any:
 @blp.arguments(NoBody, required=False)
 @blp.response(200, ShipmentReply)
 def pick(_body: dict[str, Any], shipment_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.pick_shipment(shipment_id))
+    return run_command(PickShipment(shipment_id))
 
 
 @blp.route("/shipments/<shipment_id>/pack", methods=["POST"])
@@ -208,8 +207,7 @@ def pick(_body: dict[str, Any], shipment_id: str) -> Any:
 @blp.arguments(NoBody, required=False)
 @blp.response(200, ShipmentReply)
 def pack(_body: dict[str, Any], shipment_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.pack_shipment(shipment_id))
+    return run_command(PackShipment(shipment_id))
 
 
 @blp.route("/shipments/<shipment_id>/dispatch", methods=["POST"])
@@ -217,8 +215,7 @@ def pack(_body: dict[str, Any], shipment_id: str) -> Any:
 @blp.arguments(DispatchIn, required=False)  # every field optional: no body is {}
 @blp.response(200, ShipmentReply)
 def dispatch(body: dict[str, Any], shipment_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.dispatch_shipment(shipment_id, **body))
+    return run_command(DispatchShipment(shipment_id, **body))
 
 
 @blp.route("/carriers/<carrier>/events", methods=["POST"])
@@ -226,8 +223,9 @@ def dispatch(body: dict[str, Any], shipment_id: str) -> Any:
 @blp.arguments(CarrierEventIn)
 @blp.response(200, CarrierEventOut)
 def carrier_event(body: dict[str, Any], carrier: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.record_carrier_event(carrier, **body))
+    return run_command(RecordCarrierEvent(
+        carrier, body["event_id"], body["tracking_number"], body["status"],
+        body["occurred_at"], body["location"]))
 
 
 @blp.route("/shipments/<shipment_id>", methods=["GET"])
@@ -236,8 +234,8 @@ def carrier_event(body: dict[str, Any], carrier: str) -> Any:
 @blp.response(200, ShipmentOut)
 def shipment(query: dict[str, Any], shipment_id: str) -> Any:
     app = fenxiao()
-    position = read_position(READS, query["min_position"])
-    with app.engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         found = get_shipment(conn, shipment_id)
     if found is None:
         raise NotFound(f"shipment {shipment_id} not found", shipment_id=shipment_id)
@@ -251,8 +249,8 @@ def shipment(query: dict[str, Any], shipment_id: str) -> Any:
 def tracking(query: dict[str, Any], order_id: str) -> Any:
     """The order's shipments with their event history (empty until it is paid)."""
     app = fenxiao()
-    position = read_position(READS, query["min_position"])
-    with app.engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         found = shipments_of_order(conn, order_id)
     if not found and not app.exists(Order.create_id(order_id)):
         raise NotFound(f"order {order_id} not found", order_id=order_id)

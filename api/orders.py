@@ -10,10 +10,12 @@ from marshmallow import Schema, fields, validate
 
 from api.auth import owned_by, requires
 from api.distributors import PHONE_PATTERN
-from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.http import (decode_cursor, fenxiao, page, query_response, read_position, reading,
+                      run_command)
 from api.promotions import CODE_PATTERN as COUPON_CODE_PATTERN
 from api.schemas import (FullMatch, Id, MoneySchema, PageQuery, ReadQuery, Str, StrictBool,
                          StrictInt, Text, require_currency)
+from commands.messages import CancelOrder, FrozenMap, PayOrder, PlaceOrder
 from domain.errors import NotFound
 from domain.orders import Order
 from domain.pricing import MAX_LINE_QUANTITY
@@ -145,14 +147,13 @@ class OrderQuery(PageQuery):
 @blp.arguments(OrderIn)
 @blp.response(201, OrderReply)
 def place(body: dict[str, Any]) -> Any:
-    app = fenxiao()
-    customer, lines = body["customer"], [(x["sku"], x["quantity"]) for x in body["lines"]]
-    return run_command(lambda: app.place_order(
+    customer = body["customer"]
+    lines = tuple((x["sku"], x["quantity"]) for x in body["lines"])
+    return run_command(PlaceOrder(
         customer["customer_id"], customer["name"], customer["phone"],
-        body["shipping_address"], lines, order_id=body["order_id"],
+        FrozenMap(body["shipping_address"]), lines, order_id=body["order_id"],
         distributor_id=body["distributor_id"], referral_code=body["referral_code"],
-        coupon_code=body["coupon_code"], allow_backorder=body["allow_backorder"]),
-        status=201)
+        coupon_code=body["coupon_code"], allow_backorder=body["allow_backorder"]))
 
 
 @blp.route("/orders/<order_id>/payments", methods=["POST"])
@@ -162,7 +163,7 @@ def place(body: dict[str, Any]) -> Any:
 def pay(body: dict[str, Any], order_id: str) -> Any:
     app = fenxiao()
     amount = require_currency(body["amount"], app.settings.currency, "amount")
-    return run_command(lambda: app.pay_order(order_id, amount, body["payment_reference"]))
+    return run_command(PayOrder(order_id, amount, body["payment_reference"]))
 
 
 @blp.route("/orders/<order_id>/cancel", methods=["POST"])
@@ -170,8 +171,7 @@ def pay(body: dict[str, Any], order_id: str) -> Any:
 @blp.arguments(OrderCancelIn)
 @blp.response(200, OrderReply)
 def cancel(body: dict[str, Any], order_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.cancel_order(order_id, body["reason"]))
+    return run_command(CancelOrder(order_id, body["reason"]))
 
 
 # -- queries --------------------------------------------------------------------------
@@ -181,8 +181,8 @@ def cancel(body: dict[str, Any], order_id: str) -> Any:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, OrderOut)
 def order(query: dict[str, Any], order_id: str) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         found = get_order(conn, order_id)
     if found is None:
         raise NotFound(f"order {order_id} not found", order_id=order_id)
@@ -194,9 +194,9 @@ def order(query: dict[str, Any], order_id: str) -> Any:
 @blp.arguments(OrderQuery, location="query")
 @blp.response(200, OrderPage)
 def orders(query: dict[str, Any]) -> Any:
-    position = read_position(READS, query["min_position"])
-    own = g.principal.distributor_id if g.principal.role == "distributor" else None
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
+        own = g.principal.distributor_id if g.principal.role == "distributor" else None
         body = order_page(conn, query, own)
     for item in body["items"]:
         del item["cursor"]

@@ -7,10 +7,12 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from api.auth import requires
-from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.http import (decode_cursor, fenxiao, page, query_response, read_position, reading,
+                      run_command)
 from api.openapi import exclusive_groups
 from api.schemas import (FullMatch, Id, MoneySchema, PageQuery, PositiveMoneySchema,
                          ReadQuery, Str, StrictInt, require_currency)
+from commands.messages import AddThresholdPromotion, IssueCoupon
 from domain.errors import NotFound
 from domain.promotions import CouponTerms, normalize_code
 from projections.promotions import (PromotionsProjection, get_coupon, list_coupons,
@@ -139,7 +141,7 @@ def issue_coupon(body: dict[str, Any]) -> Any:
         valid_from=body["valid_from"], valid_to=body["valid_to"],
         total_limit=body["total_limit"], per_customer_limit=body["per_customer_limit"],
         skus=None if body["skus"] is None else tuple(body["skus"]))
-    return run_command(lambda: app.issue_coupon(terms), status=201)
+    return run_command(IssueCoupon(terms))
 
 
 @blp.route("/promotions/threshold", methods=["POST"])
@@ -149,10 +151,10 @@ def issue_coupon(body: dict[str, Any]) -> Any:
 def add_threshold_promotion(body: dict[str, Any]) -> Any:
     app = fenxiao()
     currency = app.settings.currency
-    tiers = [(require_currency(t["min_spend"], currency, "tiers"),
-              require_currency(t["discount"], currency, "tiers")) for t in body["tiers"]]
-    return run_command(lambda: app.add_threshold_promotion(
-        tiers, body["valid_from"], body["valid_to"], body["promotion_id"]), status=201)
+    tiers = tuple((require_currency(t["min_spend"], currency, "tiers"),
+                   require_currency(t["discount"], currency, "tiers")) for t in body["tiers"])
+    return run_command(AddThresholdPromotion(
+        tiers, body["valid_from"], body["valid_to"], body["promotion_id"]))
 
 
 # -- queries --------------------------------------------------------------------------
@@ -162,8 +164,8 @@ def add_threshold_promotion(body: dict[str, Any]) -> Any:
 @blp.arguments(PageQuery, location="query")
 @blp.response(200, CouponPage)
 def coupons(query: dict[str, Any]) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         after = decode_cursor(query["cursor"], str)
         rows = list_coupons(conn, after and after[0], query["limit"] + 1)
     return query_response(page(rows, query["limit"], lambda c: c["code"]), position)
@@ -174,9 +176,9 @@ def coupons(query: dict[str, Any]) -> Any:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, CouponOut)
 def coupon(query: dict[str, Any], code: str) -> Any:
-    position = read_position(READS, query["min_position"])
-    normal = normalize_code(code)
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
+        normal = normalize_code(code)
         found = get_coupon(conn, normal)
     if found is None:
         raise NotFound(f"coupon {normal} not found", code=normal)
@@ -188,8 +190,8 @@ def coupon(query: dict[str, Any], code: str) -> Any:
 @blp.arguments(PageQuery, location="query")
 @blp.response(200, PromotionPage)
 def promotions(query: dict[str, Any]) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         after = decode_cursor(query["cursor"], str)
         rows = list_promotions(conn, after and after[0], query["limit"] + 1)
     return query_response(page(rows, query["limit"], lambda p: p["promotion_id"]),

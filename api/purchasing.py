@@ -9,8 +9,9 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from api.auth import owned_by, requires
-from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.http import decode_cursor, page, query_response, read_position, reading, run_command
 from api.schemas import Id, NoBody, PageQuery, ReadQuery, Str, StrictInt
+from commands.messages import ApprovePurchaseOrder, ReceivePurchaseOrder, RequestPurchaseOrder
 from domain.errors import NotFound
 from domain.pricing import MAX_LINE_QUANTITY
 from domain.purchasing import PurchaseOrder
@@ -102,11 +103,9 @@ def _own_only(distributor_id: str | None) -> str | None:
 @blp.arguments(PurchaseOrderIn)
 @blp.response(201, PurchaseOrderOut)
 def request_purchase_order(body: dict[str, Any]) -> Any:
-    app = fenxiao()
     distributor_id = _own_only(body["distributor_id"])
-    lines = [(line["sku"], line["quantity"]) for line in body["lines"]]
-    return run_command(lambda: app.request_purchase_order(
-        distributor_id, lines, body["purchase_order_id"]), status=201)
+    lines = tuple((line["sku"], line["quantity"]) for line in body["lines"])
+    return run_command(RequestPurchaseOrder(distributor_id, lines, body["purchase_order_id"]))
 
 
 @blp.route("/purchase-orders/<purchase_order_id>/approve", methods=["POST"])
@@ -114,8 +113,7 @@ def request_purchase_order(body: dict[str, Any]) -> Any:
 @blp.arguments(NoBody, required=False)
 @blp.response(200, PurchaseOrderOut)
 def approve(_body: dict[str, Any], purchase_order_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.approve_purchase_order(purchase_order_id))
+    return run_command(ApprovePurchaseOrder(purchase_order_id))
 
 
 @blp.route("/purchase-orders/<purchase_order_id>/receive", methods=["POST"])
@@ -123,8 +121,7 @@ def approve(_body: dict[str, Any], purchase_order_id: str) -> Any:
 @blp.arguments(NoBody, required=False)
 @blp.response(200, PurchaseOrderOut)
 def receive(_body: dict[str, Any], purchase_order_id: str) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.receive_purchase_order(purchase_order_id))
+    return run_command(ReceivePurchaseOrder(purchase_order_id))
 
 
 # -- queries --------------------------------------------------------------------------
@@ -134,8 +131,8 @@ def receive(_body: dict[str, Any], purchase_order_id: str) -> Any:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, PurchaseOrderOut)
 def purchase_order(query: dict[str, Any], purchase_order_id: str) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         found = get_purchase_order(conn, purchase_order_id)
     if found is None:
         raise NotFound(f"purchase order {purchase_order_id} not found",
@@ -149,8 +146,8 @@ def purchase_order(query: dict[str, Any], purchase_order_id: str) -> Any:
 @blp.response(200, PurchaseOrderPage)
 def purchase_orders(query: dict[str, Any]) -> Any:
     distributor_id = _own_only(query["distributor_id"])
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         rows = list_purchase_orders(
             conn, status=query["status"], distributor_id=distributor_id,
             after=decode_cursor(query["cursor"], datetime, str), limit=query["limit"] + 1)

@@ -11,8 +11,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from api.auth import requires
 from api.errors import ApiError
-from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.http import (decode_cursor, fenxiao, page, query_response, read_position, reading,
+                      run_command)
 from api.schemas import Id, PageQuery, Str, StrictInt
+from commands.messages import SetReplenishmentPolicy
 from domain.replenishment import MAX_LEAD_TIME_DAYS, MAX_SAFETY_STOCK
 from projections.inventory import InventoryProjection
 from projections.orders import OrdersProjection
@@ -105,9 +107,9 @@ def sales(query: dict[str, Any]) -> Any:
     start, end = report_range(query["from_"], query["to"],
                               app.settings.report_utc_offset_minutes)
     after = sales_key_after(query["cursor"])
-    position = read_position([ReportsProjection.name], query["min_position"])
-    currency = app.settings.currency
-    with app.engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([ReportsProjection.name], query["min_position"])
+        currency = app.settings.currency
         rows = sales_report(conn, start, end, query["group_by"], currency,
                             utc_offset_minutes=app.settings.report_utc_offset_minutes,
                             after=after, limit=query["limit"] + 1)
@@ -187,11 +189,11 @@ def replenishment_rows(query: dict[str, Any]) -> tuple[list[dict[str, Any]], int
     """The report's rows for a ReplenishmentQuery (the API's and the console's), the
     position they reflect, and the time the forecast was made at."""
     app = fenxiao()
-    position = read_position([InventoryProjection.name, ReportsProjection.name,
-                              OrdersProjection.name],
-                             query["min_position"])
-    now = app.clock()
-    with app.engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([InventoryProjection.name, ReportsProjection.name,
+                                  OrdersProjection.name],
+                                 query["min_position"])
+        now = app.clock()
         rows = replenishment_report(conn, app.settings, now, sku=query["sku"],
                                     warehouse_id=query["warehouse_id"],
                                     low_only=query["low_only"])
@@ -228,7 +230,6 @@ def set_policy(body: dict[str, Any], sku: str) -> Any:
     """The SKU's lead time (days from ordering stock to receiving it) and safety stock
     (units kept beyond expected demand), used by the replenishment report in every
     warehouse. The same terms again record nothing (`position` null)."""
-    app = fenxiao()
-    return run_command(lambda: app.set_replenishment_policy(
-        sku, body["lead_time_days"], body["safety_stock"]))
+    return run_command(SetReplenishmentPolicy(sku, body["lead_time_days"],
+                                              body["safety_stock"]))
 

@@ -7,8 +7,9 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from api.auth import requires
-from api.http import decode_cursor, fenxiao, page, query_response, read_position, run_command
+from api.http import decode_cursor, page, query_response, read_position, reading, run_command
 from api.schemas import Id, PageQuery, Quantity, ReadQuery, StrictInt, Text
+from commands.messages import AdjustStock, ReceiveStock, TransferStock
 from domain.errors import NotFound
 from projections.inventory import InventoryProjection, list_inventory, sku_inventory
 
@@ -85,8 +86,7 @@ class SkuInventoryOut(Schema):
 @blp.arguments(ReceiptIn)
 @blp.response(201, StockItemReply)
 def receive(body: dict[str, Any]) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.receive_stock(**body), status=201)
+    return run_command(ReceiveStock(**body))  # the schema's fields are the command's
 
 
 @blp.route("/stock/adjustments", methods=["POST"])
@@ -94,8 +94,7 @@ def receive(body: dict[str, Any]) -> Any:
 @blp.arguments(AdjustmentIn)
 @blp.response(201, StockItemReply)
 def adjust(body: dict[str, Any]) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.adjust_stock(**body), status=201)
+    return run_command(AdjustStock(**body))
 
 
 @blp.route("/stock/transfers", methods=["POST"])
@@ -103,8 +102,7 @@ def adjust(body: dict[str, Any]) -> Any:
 @blp.arguments(TransferIn)
 @blp.response(201, TransferOut)
 def transfer(body: dict[str, Any]) -> Any:
-    app = fenxiao()
-    return run_command(lambda: app.transfer_stock(**body), status=201)
+    return run_command(TransferStock(**body))
 
 
 @blp.route("/inventory", methods=["GET"])
@@ -112,9 +110,9 @@ def transfer(body: dict[str, Any]) -> Any:
 @blp.arguments(InventoryQuery, location="query")
 @blp.response(200, InventoryPage)
 def inventory(query: dict[str, Any]) -> Any:
-    position = read_position(READS, query["min_position"])
-    after = decode_cursor(query["cursor"], str, str)
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
+        after = decode_cursor(query["cursor"], str, str)
         rows = list_inventory(conn, query["sku"], query["warehouse_id"],
                               tuple(after) if after else None, query["limit"] + 1)
     return query_response(
@@ -126,8 +124,8 @@ def inventory(query: dict[str, Any]) -> Any:
 @blp.arguments(ReadQuery, location="query")
 @blp.response(200, SkuInventoryOut)
 def inventory_for_sku(query: dict[str, Any], sku: str) -> Any:
-    position = read_position(READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(READS, query["min_position"])
         found = sku_inventory(conn, sku)
     if found is None:
         raise NotFound(f"no stock recorded for {sku}", sku=sku)

@@ -6,6 +6,9 @@ import functools
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -15,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from api.errors import ApiError
+from api.reads import read_connection
 from commands.storage import api_tokens
 from domain.errors import Duplicate, InvalidCommand, NotFound
 
@@ -51,12 +55,63 @@ def create_token(engine: Engine, role: str, name: str | None = None,
     return token
 
 
-def authenticate(engine: Engine, token: str, admin_token: str | None) -> Principal | None:
+TOKEN_CACHE_SIZE = 10_000  # tokens kept per process; the least recently used go first
+
+
+class TokenCache:
+    """The principals of tokens found lately, for `ttl_s` each, at most `size` of them,
+    keyed by the token's SHA-256 (a clear token is never kept). Only tokens found are
+    kept: an unknown token is read again every time, so one created a moment ago works at
+    once. A token deleted from the store (revoked) keeps working in this process until
+    its entry expires: `ttl_s` after it was read, never refreshed by use."""
+
+    def __init__(self, ttl_s: float, size: int = TOKEN_CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()  # requests of one process look up at once
+
+    def get(self, digest: str) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            expires, principal = entry
+            if self.clock() >= expires:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return principal
+
+    def put(self, digest: str, principal: Principal) -> None:
+        with self._lock:
+            self._entries[digest] = (self.clock() + self.ttl_s, principal)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def authenticate(engine: Engine, token: str, admin_token: str | None,
+                 cache: TokenCache | None = None) -> Principal | None:
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(name="env-admin", role="admin")
-    with engine.connect() as conn:
-        row = conn.execute(select(api_tokens).where(
-            api_tokens.c.token_hash == _digest(token))).first()
+    digest = _digest(token)
+    principal = cache.get(digest) if cache is not None else None
+    if principal is None:
+        principal = _look_up(engine, digest)
+        if principal is not None and cache is not None:
+            cache.put(digest, principal)
+    return principal
+
+
+def _look_up(engine: Engine, digest: str) -> Principal | None:
+    with read_connection(engine) as conn:
+        row = conn.execute(select(api_tokens).where(api_tokens.c.token_hash == digest)).first()
     return Principal(row.name, row.role, row.distributor_id) if row else None
 
 
@@ -70,7 +125,8 @@ def current_principal() -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
     fenxiao = current_app.extensions["fenxiao"]
-    principal = authenticate(fenxiao.engine, token.strip(), fenxiao.settings.admin_token)
+    principal = authenticate(fenxiao.engine, token.strip(), fenxiao.settings.admin_token,
+                             current_app.extensions.get("fenxiao_tokens"))
     if principal is None:
         if failures:
             failures.failed(address)

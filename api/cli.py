@@ -58,10 +58,26 @@ def db_upgrade() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--no-worker", is_flag=True,
-              help="Do not run the projections, process managers and ticks in-process.")
-@click.option("--threads", default=8, show_default=True, type=int)
-def serve(host: str, port: int, no_worker: bool, threads: int) -> None:
-    """Serve the HTTP API (waitress)."""
+              help="Do not run the projections, process managers and ticks beside the API.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Threads serving requests, in each API process.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run N API processes (gunicorn), and the projection worker as one "
+                   "process of its own beside them. Without it: one process (waitress), "
+                   "the worker a thread in it. SQLite serves from one process (one "
+                   "database file, one writer): N above 1 needs PostgreSQL.")
+def serve(host: str, port: int, no_worker: bool, threads: int, workers: int | None) -> None:
+    """Serve the HTTP API: one process (waitress), or N processes (--workers, gunicorn)."""
+    if workers is not None and workers > 1:
+        _refuse_sqlite_processes(workers)
+    _check_port_free(host, port)
+    if workers is None:
+        _serve_one_process(host, port, threads, with_worker=not no_worker)
+    else:
+        _serve_processes(host, port, workers, threads, with_worker=not no_worker)
+
+
+def _serve_one_process(host: str, port: int, threads: int, with_worker: bool) -> None:
     import waitress
 
     from api import create_app
@@ -69,12 +85,61 @@ def serve(host: str, port: int, no_worker: bool, threads: int) -> None:
 
     app = _app()
     flask = create_app(application=app)
-    if not no_worker:  # projections, process managers and the time rules, in-process
+    if with_worker:  # projections, process managers and the time rules, in-process
         flask.extensions["fenxiao_runner"] = runner = worker(app)
         runner.start()
+    _announce(host, port)
+    waitress.serve(flask, host=host, port=port, threads=threads, ident="fenxiao")
+
+
+def _serve_processes(host: str, port: int, workers: int, threads: int,
+                     with_worker: bool) -> None:
+    from api import create_app
+    from api.serving import serve as serve_with_gunicorn
+
+    _app().close()  # refuse a store the key does not fit now, not in every process
+    _announce(host, port)
+    serve_with_gunicorn(lambda: create_app(application=_app()), host, port, workers,
+                        threads, with_worker)
+
+
+def _announce(host: str, port: int) -> None:
     click.echo(f"Fenxiao API on http://{host}:{port}/api/v1 "
                f"(OpenAPI: http://{host}:{port}/api/v1/openapi.json)", err=True)
-    waitress.serve(flask, host=host, port=port, threads=threads, ident="fenxiao")
+
+
+def _refuse_sqlite_processes(workers: int) -> None:
+    from sqlalchemy.engine import make_url
+
+    if make_url(Settings.from_env().database_url).get_backend_name() == "sqlite":
+        raise click.UsageError(
+            f"--workers {workers}: SQLite serves from one process (one database file, one "
+            "writer); use --workers 1, or PostgreSQL (FENXIAO_DATABASE_URL) for several")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line, not a traceback, when the address cannot be listened on (the servers
+    would bind it the same way: SO_REUSEADDR, every address the host resolves to)."""
+    import errno
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise click.ClickException(f"cannot listen on {host}: {error.strerror}") from None
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise click.ClickException(
+                        f"port {port} on {host} is taken: another server listens there; "
+                        "stop it or choose another --port") from None
+                raise click.ClickException(
+                    f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 @main.command()

@@ -50,7 +50,8 @@ from api import orders as orders_api
 from api import stock as stock_api
 from api.auth import Principal, authenticate
 from api.errors import ApiError
-from api.http import decode_cursor, fenxiao, page, read_position
+from api.http import decode_cursor, fenxiao, page, read_position, reading
+from api.reads import read_connection
 from api.reports import (DateOrTime, ReplenishmentQuery, replenishment_rows, rows_after,
                          sales_key_after)
 from api.schemas import Id, PageQuery, ReadQuery, Str
@@ -190,7 +191,7 @@ def _signed_in() -> Principal | None:
     admin_token = app.settings.admin_token
     if admin_token and hmac.compare_digest(reference, _digest(admin_token)):
         return Principal(name="env-admin", role="admin")
-    with app.engine.connect() as conn:
+    with read_connection(app.engine) as conn:
         row = conn.execute(select(api_tokens).where(
             api_tokens.c.token_hash == reference)).first()
     return Principal(row.name, row.role, row.distributor_id) if row else None
@@ -435,9 +436,9 @@ def signout() -> Response:
 @console_page("inventory")
 def inventory(principal: Principal) -> Response:
     query = load_query(stock_api.InventoryQuery())
-    position = read_position(stock_api.READS, query["min_position"])
-    after = decode_cursor(query["cursor"], str, str)
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(stock_api.READS, query["min_position"])
+        after = decode_cursor(query["cursor"], str, str)
         rows = list_inventory(conn, query["sku"], query["warehouse_id"],
                               tuple(after) if after else None, query["limit"] + 1)
     listing = page(rows, query["limit"], lambda r: [r["sku"], r["warehouse_id"]])
@@ -450,8 +451,8 @@ def inventory(principal: Principal) -> Response:
 def orders(principal: Principal) -> Response:
     query = load_query(orders_api.OrderQuery())
     own = principal.distributor_id if principal.role == "distributor" else None
-    position = read_position(orders_api.READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(orders_api.READS, query["min_position"])
         listing = orders_api.order_page(conn, query, own)
         counts = status_counts(conn, query["distributor_id"], query["customer_id"], own)
     return render("orders.html", position=position, query=query, items=listing["items"],
@@ -476,8 +477,8 @@ def status_counts(conn: Any, distributor_id: str | None, customer_id: str | None
 @console_page("orders")
 def order(principal: Principal, order_id: str) -> Response:
     query = load_query(ReadQuery())
-    position = read_position(orders_api.READS, query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position(orders_api.READS, query["min_position"])
         found = get_order(conn, order_id)
     if found is None or not _may_see(principal, found["distributor_id"]):
         raise NotFound(f"order {order_id} not found")
@@ -498,10 +499,10 @@ def earnings(principal: Principal) -> Response:
         return redirect(url_for(".distributor", distributor_id=principal.distributor_id), 303)
     query = load_query(PageQuery())
     app = fenxiao()
-    position = read_position([LedgerProjection.name, DistributorsProjection.name],
-                             query["min_position"])
-    after = decode_cursor(query["cursor"], int, str, int)
-    with app.engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([LedgerProjection.name, DistributorsProjection.name],
+                                 query["min_position"])
+        after = decode_cursor(query["cursor"], int, str, int)
         rows = ranking(conn, app.settings.currency, after, query["limit"] + 1)
         top = conn.execute(select(func.max(earnings_table.c.lifetime_earned)).where(
             earnings_table.c.currency == app.settings.currency)).scalar() or 0
@@ -534,9 +535,9 @@ def distributor(principal: Principal, distributor_id: str) -> Response:
     """One distributor: its earnings, its commission entries (paged) and direct downline."""
     query = load_query(PageQuery())
     app = fenxiao()
-    position = read_position([LedgerProjection.name, DistributorsProjection.name,
-                              CommissionsProjection.name], query["min_position"])
-    with app.engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([LedgerProjection.name, DistributorsProjection.name,
+                                  CommissionsProjection.name], query["min_position"])
         found = get_distributor(conn, distributor_id)
         if found is None or not _may_see(principal, distributor_id):
             raise NotFound(f"distributor {distributor_id} not found")
@@ -576,10 +577,10 @@ def sales(principal: Principal) -> Response:
     to_day = to.date() if isinstance(to, datetime) else to
     from_ = query["from_"] or to_day - timedelta(days=DEFAULT_DAYS - 1)
     start, end = report_range(from_, to, offset)
-    position = read_position([ReportsProjection.name], query["min_position"])
-    currency = app.settings.currency
-    days = _days(start, end, offset)
-    with app.engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([ReportsProjection.name], query["min_position"])
+        currency = app.settings.currency
+        days = _days(start, end, offset)
         rows = sales_report(conn, start, end, query["group_by"], currency,
                             utc_offset_minutes=offset, after=sales_key_after(query["cursor"]),
                             limit=query["limit"] + 1)

@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import functools
 import json
 import threading
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from flask import Response, current_app, g, jsonify, request
+from sqlalchemy.engine import Connection
 
 from api.errors import ApiError
+from api.reads import read_connection
 from commands.app import CommandContext, request_fingerprint
-from projections.runner import positions, wait_for_position
+from commands.messages import Command
+from projections.runner import lowest_position, wait_for_position
 
 # At most this many requests may wait for a projection at once (per process), so slow
 # reads never hold every server thread; the others are told to retry at once.
@@ -25,7 +30,12 @@ def fenxiao() -> Any:
     return current_app.extensions["fenxiao"]
 
 
-def run_command(command: Callable[[], dict[str, Any]], status: int = 200) -> Response:
+def run_command(command: Command | Callable[[], dict[str, Any]],
+                status: int | None = None) -> Response:
+    """Run one command for this request: through the process's writer (decided in order
+    with the commands of concurrent requests, committed in batches) when it runs one,
+    else on its own. A Command value is its own fingerprint; a bare callable (the tick's
+    stored reply) is fingerprinted by the request."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise ApiError(422, "validation_error", "Idempotency-Key must be 1-255 characters",
@@ -34,39 +44,65 @@ def run_command(command: Callable[[], dict[str, Any]], status: int = 200) -> Res
         actor=g.principal.name, idempotency_key=key,
         correlation_id=request.headers.get("X-Correlation-Id"),
         causation_id=request.headers.get("X-Causation-Id"))
-    fingerprint = request_fingerprint(request.method, request.path,
-                                      request.get_json(silent=True))
-    reply = fenxiao().execute(command, status=status, context=context,
-                              request_hash=fingerprint)
+    app = fenxiao()
+    if isinstance(command, Command):
+        fingerprint, status = command.fingerprint(), status or command.status
+        decide = functools.partial(command.handle, app)
+    else:
+        fingerprint = request_fingerprint(request.method, request.path,
+                                          request.get_json(silent=True))
+        decide = command
+    reply = app.execute(decide, status=status or 200, context=context,
+                        request_hash=fingerprint)
     response = jsonify(reply.body)
     response.status_code = reply.status
     return response
 
 
-def read_position(names: Sequence[str], min_position: int | None) -> int:
-    """The position the read models `names` reflect, after waiting for `min_position`."""
-    app = fenxiao()
-    if min_position:
-        head = app.last_position()
-        if min_position > head:
-            # No projection can reach what the log has not: waiting would only hold a thread.
-            raise ApiError(422, "validation_error",
-                           f"min_position {min_position} is beyond the log head {head}",
-                           min_position=[f"must be at most the log head, {head}"], head=head)
-        if not _waiters.acquire(blocking=False):
-            raise lagging(min_position, "too many reads are waiting for the projections")
+@contextlib.contextmanager
+def reading() -> Iterator[Connection]:
+    """The connection a query reads its rows on. `read_position` inside the block reads the
+    position on it too: one connection a query, not one for the position and another for
+    the rows, and on PostgreSQL no transaction around them (api/reads.py)."""
+    with read_connection(fenxiao().engine) as conn:
+        g.read_connection = conn
         try:
-            reached = wait_for_position(app, names, min_position,
-                                        app.settings.min_position_timeout_s)
+            yield conn
         finally:
-            _waiters.release()
-        if reached is None:
-            raise lagging(min_position, f"the read model has not reached position "
-                                        f"{min_position} yet")
-        return reached
-    with app.engine.connect() as conn:
-        current = positions(conn)
-    return min(current.get(name, 0) for name in names)
+            g.pop("read_connection", None)
+
+
+def read_position(names: Sequence[str], min_position: int | None) -> int:
+    """The position the read models `names` reflect, after waiting for `min_position`
+    (on the connection of the request's `reading()` block, if one is open)."""
+    held = g.get("read_connection")
+    with (contextlib.nullcontext(held) if held is not None
+          else read_connection(fenxiao().engine)) as conn:
+        current = lowest_position(conn, names)
+        if min_position and current < min_position:
+            return _wait_for(names, min_position, conn)
+        return current
+
+
+def _wait_for(names: Sequence[str], min_position: int, conn: Connection) -> int:
+    app = fenxiao()
+    head = app.last_position()
+    if min_position > head:
+        # No projection can reach what the log has not: waiting would only hold a thread.
+        raise ApiError(422, "validation_error",
+                       f"min_position {min_position} is beyond the log head {head}",
+                       min_position=[f"must be at most the log head, {head}"], head=head)
+    if not _waiters.acquire(blocking=False):
+        raise lagging(min_position, "too many reads are waiting for the projections")
+    try:
+        reached = wait_for_position(app, names, min_position,
+                                    app.settings.min_position_timeout_s, conn)
+    finally:
+        _waiters.release()
+    if reached is None:
+        raise lagging(min_position, f"the read model has not reached position "
+                                    f"{min_position} yet")
+    return reached
 
 
 def lagging(min_position: int, why: str) -> ApiError:

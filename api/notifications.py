@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from api.auth import requires
-from api.http import decode_cursor, fenxiao, page, query_response, read_position
+from api.http import decode_cursor, page, query_response, read_position, reading
 from api.schemas import Id, PageQuery
 from domain.errors import NotFound
 from projections.notifications import NotificationsProjection, list_notifications
@@ -48,8 +48,8 @@ class NotificationPage(Schema):
 def notifications(query: dict[str, Any]) -> Any:
     """Oldest first. A distributor's token sees its own notifications only."""
     distributor_id = _own_only(query["distributor_id"])
-    position = read_position([NotificationsProjection.name], query["min_position"])
-    with fenxiao().engine.connect() as conn:
+    with reading() as conn:
+        position = read_position([NotificationsProjection.name], query["min_position"])
         rows = list_notifications(conn, distributor_id, query["customer_id"], query["after"],
                                   decode_cursor(query["cursor"], datetime, str),
                                   query["limit"] + 1)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from api.auth import requires
 from api.errors import ApiError
 from api.http import fenxiao
+from api.reads import read_connection
 from api.schemas import NoBody
 from commands.app import CommandContext, request_fingerprint
 from commands.tick import tick
@@ -54,7 +55,7 @@ def health() -> Any:
     app = fenxiao()
     names = [p.name for p in all_projections()] + [m.name for m in all_process_managers()]
     try:
-        with app.engine.connect() as conn:
+        with read_connection(app.engine) as conn:
             events = app.recorder.events_record_cls.__table__
             head = conn.execute(select(func.max(events.c.id))).scalar() or 0
             current = positions(conn)

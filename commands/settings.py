@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_SQLITE_PATH = Path("var") / "fenxiao.db"
+MAX_TOKEN_CACHE_S = 300  # a revoked token never works for longer than this after
 
 
 def database_url() -> str:
@@ -18,9 +19,21 @@ def database_url() -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, each read from a FENXIAO_* variable by `from_env`.
+
+    `token_cache_s` (FENXIAO_TOKEN_CACHE_S, default 5, 0 disables, at most 300): each API
+    process keeps the tokens it found for this long instead of reading them on every
+    request, so a token deleted from the store (revoked) still works for up to this long
+    in a process that used it just before. A token not found is never kept: a token
+    created a moment ago works at once.
+    """
+
     database_url: str
     currency: str = "CNY"
     command_attempts: int = 40
+    # Commands of concurrent requests committed together by the process's writer, at most
+    # this many a commit (commands/writer.py); 0: each request commits its own command.
+    writer_batch: int = 64
     projection_batch_size: int = 2000
     min_position_timeout_s: float = 5.0
     max_body_bytes: int = 1 << 20
@@ -51,6 +64,9 @@ class Settings:
     safety_stock: int = 0
     rate_limit: str | None = "100 per second"  # per token (or address); None: no limit
     auth_failure_limit: str | None = "20 per minute"  # failed sign-ins per client address
+    # Seconds a found token is kept in each API process: the delay before a revoked
+    # (deleted) token stops working. Bounded so revocation never waits for long.
+    token_cache_s: float = 5.0
 
     def __post_init__(self) -> None:
         """Settings a rule divides by or counts with: refused at start, with the name."""
@@ -58,12 +74,16 @@ class Settings:
                             ("lead_time_days", 0), ("safety_stock", 0),
                             ("return_window_days", 0), ("commission_freeze_days", 0),
                             ("reservation_timeout_s", 1), ("promised_days", 1),
-                            ("shipping_fee_minor", 0), ("min_withdrawal_minor", 1)):
+                            ("shipping_fee_minor", 0), ("min_withdrawal_minor", 1),
+                            ("writer_batch", 0)):
             if getattr(self, name) < least:
                 raise ValueError(f"setting {name} must be at least {least}, "
                                  f"not {getattr(self, name)}")
         if not -16 * 60 <= self.report_utc_offset_minutes <= 16 * 60:
             raise ValueError("setting report_utc_offset_minutes must be within ±960 minutes")
+        if not 0 <= self.token_cache_s <= MAX_TOKEN_CACHE_S:  # also refuses NaN
+            raise ValueError(f"setting token_cache_s must be within 0..{MAX_TOKEN_CACHE_S} "
+                             f"seconds, not {self.token_cache_s}")
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -88,9 +108,13 @@ class Settings:
                           ("demand_half_life_days", "FENXIAO_DEMAND_HALF_LIFE_DAYS"),
                           ("demand_window_days", "FENXIAO_DEMAND_WINDOW_DAYS"),
                           ("lead_time_days", "FENXIAO_LEAD_TIME_DAYS"),
-                          ("safety_stock", "FENXIAO_SAFETY_STOCK")):
+                          ("safety_stock", "FENXIAO_SAFETY_STOCK"),
+                          ("writer_batch", "FENXIAO_WRITER_BATCH")):
             if os.environ.get(key):
                 values[name] = int(os.environ[key])
+        for name, key in (("token_cache_s", "FENXIAO_TOKEN_CACHE_S"),):
+            if os.environ.get(key):
+                values[name] = float(os.environ[key])
         if "FENXIAO_RATE_LIMIT" in os.environ:
             limit = os.environ["FENXIAO_RATE_LIMIT"].strip()
             values["rate_limit"] = None if limit in ("", "0", "off") else limit

@@ -220,6 +220,45 @@ def test_rate_limit_answers_429_in_the_envelope(app) -> None:
     assert flask.test_client().get("/api/v1/health").status_code == 200
 
 
+def test_rate_limit_headers_on_every_limited_request_and_none_on_health(app) -> None:
+    from dataclasses import replace
+
+    from api import create_app
+    from tests.api_support import Api as Client
+
+    flask = create_app(replace(app.settings, rate_limit="50 per minute"), application=app)
+    client = Client(flask.test_client(), app.engine)
+    first, second = client.get("/products"), client.get("/products")
+    assert first.headers["X-RateLimit-Limit"] == second.headers["X-RateLimit-Limit"] == "50"
+    assert int(first.headers["X-RateLimit-Remaining"]) == 49
+    assert int(second.headers["X-RateLimit-Remaining"]) == 48
+    assert int(second.headers["X-RateLimit-Reset"]) > 0
+    health = flask.test_client().get("/api/v1/health")
+    assert health.status_code == 200 and "X-RateLimit-Limit" not in health.headers
+
+
+def test_the_rate_counters_start_no_thread_per_request_and_stale_ones_go() -> None:
+    import time
+
+    from limits import parse
+    from limits.strategies import FixedWindowRateLimiter
+
+    from api.guards import QuietMemoryStorage
+
+    storage = QuietMemoryStorage()
+    first = storage.timer  # limits starts one when the storage is made
+    first.join()
+    window = FixedWindowRateLimiter(storage)
+    assert [window.hit(parse("2 per second"), "caller") for _ in range(3)] == [
+        True, True, False]
+    assert storage.timer is first  # limits' own storage starts another after a hit
+    storage.incr("stale", expiry=0.001)
+    time.sleep(0.01)
+    storage._next_purge = 0.0  # due now
+    window.hit(parse("2 per second"), "another")
+    assert "stale" not in storage.storage
+
+
 def test_health_reports_an_unreachable_database_with_503() -> None:
     from api import create_app
     from commands import Fenxiao

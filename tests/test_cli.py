@@ -37,8 +37,29 @@ def test_upgrade_demo_tokens_and_rebuild(sqlite_url: str) -> None:
 
 def test_a_setting_out_of_range_stops_every_command_and_names_it(sqlite_url: str) -> None:
     for env in ({"FENXIAO_DEMAND_HALF_LIFE_DAYS": "0"}, {"FENXIAO_RETURN_WINDOW_DAYS": "-1"},
-                {"FENXIAO_LEAD_TIME_DAYS": "seven"}):
+                {"FENXIAO_LEAD_TIME_DAYS": "seven"}, {"FENXIAO_TOKEN_CACHE_S": "-1"},
+                {"FENXIAO_TOKEN_CACHE_S": "301"}, {"FENXIAO_TOKEN_CACHE_S": "nan"}):
         result = CliRunner().invoke(main, ["db", "upgrade"],
                                     env={"FENXIAO_DATABASE_URL": sqlite_url, **env})
         assert result.exit_code == 1, result.output
         assert "bad setting" in result.output
+
+
+def test_the_token_cache_setting_is_read_in_seconds(monkeypatch) -> None:
+    from commands.settings import Settings
+
+    assert Settings(database_url="x").token_cache_s == 5
+    monkeypatch.setenv("FENXIAO_TOKEN_CACHE_S", "0.5")
+    assert Settings.from_env().token_cache_s == 0.5
+    monkeypatch.setenv("FENXIAO_TOKEN_CACHE_S", "0")  # off
+    assert Settings.from_env().token_cache_s == 0
+
+
+def test_several_api_processes_on_sqlite_are_refused_in_one_line(sqlite_url: str) -> None:
+    result = invoke(sqlite_url, "serve", "--workers", "2")
+    assert result.exit_code == 2  # a usage error: nothing started
+    assert result.output.splitlines()[-1] == (
+        "Error: --workers 2: SQLite serves from one process (one database file, one "
+        "writer); use --workers 1, or PostgreSQL (FENXIAO_DATABASE_URL) for several")
+    help_text = " ".join(invoke(sqlite_url, "serve", "--help").output.split())
+    assert "SQLite serves from one process" in help_text and "needs PostgreSQL" in help_text

@@ -3,6 +3,7 @@ through (metadata, one transaction, idempotency, bounded retries on version conf
 from __future__ import annotations
 
 import base64
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from uuid import UUID, uuid4
 
+import psycopg2
 import sqlalchemy.exc
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
@@ -20,13 +22,14 @@ from eventsourcing.persistence import IntegrityError as StoreIntegrityError
 from eventsourcing.persistence import (JSONTranscoder, Mapper, MapperDeserialisationError,
                                       StoredEvent)
 from eventsourcing.utils import get_topic
-from sqlalchemy import select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.engine import Connection
 
 from commands.codec import FastJSONTranscoder
 from commands.pgtext import replace_nul_in_parameters
 from commands.settings import Settings
 from commands.storage import idempotency, insert_for, store_facts
+from commands.writer import Ask, Decision, Batch, Writer, current_batch, resolve_positions
 from domain.errors import DomainError, NotFound
 
 
@@ -178,10 +181,24 @@ class CoreApp(Application):
         # The one clock of the application; tests and replays set their own.
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
         self._store_checked = False
+        self.writer: Writer | None = None
 
     def close(self) -> None:
+        self.stop_writer()
         super().close()
         self.engine.dispose()
+
+    def start_writer(self, **options: Any) -> Writer:
+        """From now on, `execute` hands commands to one writer thread that decides them in
+        order and commits them in batches (commands/writer.py)."""
+        if self.writer is None:
+            self.writer = Writer(self, **options).start()
+        return self.writer
+
+    def stop_writer(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.stop()
 
     def construct_transcoder(self) -> JSONTranscoder:
         transcoder = FastJSONTranscoder()  # the library's, decoding faster (commands/codec.py)
@@ -267,8 +284,12 @@ class CoreApp(Application):
     def execute(self, command: Callable[[], dict[str, Any]], *, status: int = 200,
                 context: CommandContext = SYSTEM, request_hash: str | None = None) -> Reply:
         """Run `command` (load, decide, save) in one transaction, with its idempotency
-        record if a key was given, retrying on optimistic-concurrency conflicts."""
+        record if a key was given, retrying on optimistic-concurrency conflicts; through
+        the writer when one runs (the same outcome, committed with others)."""
         self.check_store()  # once per process: never write beside events we cannot read
+        writer = self.writer
+        if writer is not None and current_batch() is None and not writer.on_writer_thread():
+            return writer.submit(Ask(command, status, context, request_hash))
         ctx_token = _current_context.set(context)
         try:
             for attempt in range(self.settings.command_attempts):
@@ -369,9 +390,179 @@ class CoreApp(Application):
     def _store_reply(conn: Connection, context: CommandContext, request_hash: str | None,
                      reply: Reply) -> None:
         conn.execute(idempotency.insert().values(
-            principal=context.actor, key=context.idempotency_key,
-            request_hash=request_hash or "", status=reply.status,
-            body=json.dumps(reply.body), created_at=datetime.now(timezone.utc)))
+            **CoreApp._reply_row(context, request_hash, reply)))
+
+    @staticmethod
+    def _reply_row(context: CommandContext, request_hash: str | None, reply: Reply
+                   ) -> dict[str, Any]:
+        return {"principal": context.actor, "key": context.idempotency_key,
+                "request_hash": request_hash or "", "status": reply.status,
+                "body": json.dumps(reply.body), "created_at": datetime.now(timezone.utc)}
+
+    # -- the writer's side: a command decided inside a batch --------------------------
+
+    def decide_in_batch(self, batch: Batch, ask: Ask) -> Decision:
+        """Decide one command of the writer's batch as `_attempt` would, without writing:
+        its events wait in the decision for the batch's commit."""
+        decision = Decision(ask)
+        context, key = ask.context, ask.context.idempotency_key
+        batch.current = decision
+        ctx_token = _current_context.set(context)
+        try:
+            if key and self._answered_before(batch, decision):
+                return decision
+            try:
+                decision.reply = Reply(ask.status, ask.decide())
+                decision.keep = bool(key)
+            except DomainError as refusal:
+                decision.refusal = refusal
+                decision.keep = bool(key) and refusal.is_conflict
+        except BaseException as error:  # IdempotencyKeyReused, StoredRefusal, a bug
+            decision.refusal = error
+        finally:
+            _current_context.reset(ctx_token)
+            batch.current = None
+        return decision
+
+    def _answered_before(self, batch: Batch, decision: Decision) -> bool:
+        """A key seen before, in this batch or stored: the decision takes that answer."""
+        context, request_hash = decision.ask.context, decision.ask.request_hash
+        earlier = batch.keys.get((context.actor, context.idempotency_key))
+        if earlier is not None and earlier.keep:  # a refusal not kept leaves the key free
+            if earlier.ask.request_hash != request_hash:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was already used with a different request",
+                    idempotency_key=context.idempotency_key)
+            decision.same_as = earlier
+            return True
+        stored = self._stored_reply_now(context, request_hash)
+        if stored is not None:
+            decision.reply = stored
+            return True
+        batch.keys[(context.actor, context.idempotency_key)] = decision
+        return False
+
+    def commit_decisions(self, decisions: list[Decision], changed: dict[UUID, Any]) -> None:
+        """One transaction: every decided command's events in order, the replies kept
+        with their keys, the snapshots due. Raises IntegrityError when a concurrent
+        writer recorded a version or a key first (nothing is then written)."""
+        stored = [event for decision in decisions for event in decision.events]
+        kept = [decision for decision in decisions if decision.keep]
+        if not stored and not kept:
+            return
+        with self.datastore.transaction(commit=True) as session:
+            conn = session.connection()
+            if stored:
+                self._place(decisions, self._insert_events(conn, stored))
+            if kept:
+                conn.execute(idempotency.insert(), [self._reply_row(
+                    decision.ask.context, decision.ask.request_hash,
+                    self._outcome(decision)) for decision in kept])
+            if stored:
+                self._snapshot(changed, stored)
+
+    def _insert_events(self, conn: Connection, stored: list[StoredEvent]) -> list[int]:
+        """Insert `stored` in order; their log positions. On PostgreSQL in one round trip:
+        the library's lock of the event table (so positions commit in order), its
+        notification to listeners (sent at commit) and one multi-row INSERT, the rows
+        exactly as its recorder writes them. Elsewhere, through the library's recorder."""
+        if conn.dialect.name != "postgresql":
+            return list(self.recorder.insert_events(stored))
+        table = self.recorder.events_table_name
+        rows = ", ".join(["(%s::uuid, %s, %s, %s)"] * len(stored))
+        values = [value for event in stored for value in (
+            str(event.originator_id), event.originator_version, event.topic,
+            psycopg2.Binary(event.state))]
+        returned = conn.exec_driver_sql(
+            f"LOCK TABLE {table} IN EXCLUSIVE MODE; NOTIFY {self.recorder.channel_name}; "
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            f"VALUES {rows} RETURNING id, originator_id, originator_version",
+            tuple(values)).all()
+        position = {(UUID(str(originator_id)), version): event_id
+                    for event_id, originator_id, version in returned}
+        return [position[(event.originator_id, event.originator_version)]
+                for event in stored]
+
+    @staticmethod
+    def _place(decisions: list[Decision], positions: Any) -> None:
+        end = 0
+        for decision in decisions:
+            if decision.events:
+                end += len(decision.events)
+                decision.position.value = positions[end - 1]
+
+    @staticmethod
+    def _outcome(decision: Decision) -> Reply:
+        if decision.refusal is not None:
+            refusal = decision.refusal
+            return Reply(refusal.status, refusal.envelope())  # type: ignore[attr-defined]
+        decision.reply = Reply(decision.reply.status, resolve_positions(decision.reply.body))
+        return decision.reply
+
+    def _snapshot(self, changed: dict[UUID, Any], stored: list[StoredEvent]) -> None:
+        """Snapshot, from memory, each changed aggregate that passed a multiple of its
+        interval (what the library's save does by reading it back from the store)."""
+        due = {event.originator_id for event in stored
+               if (aggregate := changed.get(event.originator_id)) is not None
+               and (interval := self.snapshotting_intervals.get(type(aggregate)))
+               and event.originator_version % interval == 0}
+        snapshots = []
+        for aggregate_id in due:
+            aggregate = changed[aggregate_id]
+            snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+            snapshots.append(snapshot_class.take(aggregate))
+        if snapshots and self.snapshots is not None:
+            self.snapshots.put(snapshots)
+
+    def taken_since(self, decisions: list[Decision]
+                    ) -> tuple[set[UUID], set[tuple[str, str | None]]]:
+        """After a batch's commit failed: the aggregates a concurrent writer moved to or
+        past a version the batch recorded, and the keys it stored first."""
+        first: dict[UUID, int] = {}
+        for decision in decisions:
+            for event in decision.events:
+                first.setdefault(event.originator_id, event.originator_version)
+        keys = {(d.ask.context.actor, d.ask.context.idempotency_key)
+                for d in decisions if d.keep}
+        events = self.recorder.events_record_cls.__table__
+        with self.engine.connect() as conn:
+            moved = {originator_id for originator_id, version in conn.execute(
+                select(events.c.originator_id, func.max(events.c.originator_version))
+                .where(events.c.originator_id.in_(first))
+                .group_by(events.c.originator_id)) if version >= first[originator_id]}
+            taken = {(principal, key) for principal, key in conn.execute(
+                select(idempotency.c.principal, idempotency.c.key)
+                .where(tuple_(idempotency.c.principal, idempotency.c.key).in_(keys)))
+            } if keys else set()
+        return moved, taken
+
+    def exclusive_transaction(self) -> Any:
+        """A transaction that holds the event table's write lock from its start (on
+        PostgreSQL; SQLite has one writer at a time anyway): nothing can be recorded by
+        anyone else until it ends."""
+        @contextlib.contextmanager
+        def locked() -> Any:
+            with self.datastore.transaction(commit=True) as session:
+                conn = session.connection()
+                if conn.dialect.name == "sqlite":  # its write lock, now, not at the insert
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    self.recorder._lock_table(session)  # the library's own lock for writes
+                yield session
+        return locked()
+
+    def answer_decisions(self, decisions: list[Decision]) -> None:
+        last = None
+        for decision in decisions:
+            answered = decision.same_as or decision
+            if answered.refusal is not None:
+                decision.ask.answer.set_exception(answered.refusal)
+                continue
+            reply = Reply(answered.reply.status, resolve_positions(answered.reply.body))
+            decision.ask.answer.set_result(reply)
+            if decision.position.value is not None:
+                last = max(last or 0, decision.position.value)
+        self._committed(last)
 
     def _committed(self, position: int | None) -> None:
         if position is not None:
@@ -392,6 +583,9 @@ class CoreApp(Application):
 
     def record(self, *aggregates: Aggregate) -> int | None:
         """Save the aggregates atomically; return the log position of the last new event."""
+        batch = current_batch()
+        if batch is not None:
+            return batch.record(aggregates, self._stored_now)  # type: ignore[return-value]
         touched = _touched.get()
         if touched is not None:
             touched.saved.update(aggregate.id for aggregate in aggregates)
@@ -406,10 +600,34 @@ class CoreApp(Application):
             raise NotFound(f"{what} not found", **details)
         return found
 
+    def _stored_now(self, events: list[Any]) -> list[StoredEvent]:
+        """`events` as stored events, stamped as `save` stamps them (one `at` a save)."""
+        now = self.clock()
+        token = _save_time.set(now.astimezone(timezone.utc) if now.tzinfo
+                               else now.replace(tzinfo=timezone.utc))
+        try:
+            return [self.mapper.to_stored_event(event) for event in events]
+        finally:
+            _save_time.reset(token)
+
+    def read_committed(self, aggregate_id: UUID) -> None:
+        """Before a command reads `aggregate_id`'s events from the store itself: inside a
+        writer's batch that changed it, the batch is committed first."""
+        batch = current_batch()
+        if batch is not None:
+            batch.require_committed(aggregate_id)
+
     def exists(self, aggregate_id: UUID) -> bool:
+        batch = current_batch()
+        if batch is not None:
+            known = batch.exists(aggregate_id)
+            return batch.stored(aggregate_id) if known is None else known
         return bool(self.recorder.select_events(aggregate_id, limit=1))
 
     def find(self, aggregate_id: UUID) -> Any | None:
+        batch = current_batch()
+        if batch is not None:
+            return batch.find(aggregate_id)
         # Load, decide, save: loading what this command already saved would read its own
         # uncommitted events (and could leak them into the aggregate cache).
         touched = _touched.get()

@@ -166,6 +166,7 @@ class FulfilmentService(StockService):
 
     def _first_reply(self, shipment: Shipment, event_id: str) -> dict[str, Any]:
         """The reply the first delivery of carrier event `event_id` got."""
+        self.read_committed(shipment.id)
         recorded = next(e for e in self.events.get(shipment.id)
                         if isinstance(e, Shipment.CarrierEventRecorded)
                         and e.event_id == event_id)

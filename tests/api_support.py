@@ -65,3 +65,46 @@ def assert_rebuild_equals_live(app: Any, projection: Any, every_table: bool = Fa
     runner.rebuild(projection.name)
     assert tables_of(app, projection) == live
     assert (all if every_table else any)(live.values())
+
+
+def event_log(app: Any) -> list[tuple[Any, ...]]:
+    """Every event as stored, but for what differs between two runs of the same commands
+    (the ids each command draws at random, the library's wall-clock timestamp)."""
+    import json
+
+    from sqlalchemy import select
+
+    events = app.recorder.events_record_cls.__table__
+    with app.engine.connect() as conn:
+        rows = conn.execute(select(events).order_by(events.c.id)).all()
+    log = []
+    for row in rows:
+        state = json.loads(row.state)
+        state.pop("timestamp")
+        for name in ("command_id", "correlation_id"):
+            state.get("meta", {}).pop(name, None)
+        log.append((row.id, str(row.originator_id), row.originator_version, row.topic,
+                    state))
+    return log
+
+
+def deterministic_ids(seed: int = 0) -> list[Any]:
+    """Patch the random ids commands draw (uuid4 and the referral codes' secrets) with a
+    seeded generator, so two runs of the same commands draw the same ids; returns the
+    started patches, to be stopped."""
+    import random
+    import uuid
+    from unittest import mock
+
+    rng = random.Random(seed)
+
+    def uuid4() -> uuid.UUID:
+        return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+    patches = [mock.patch(f"{module}.uuid4", uuid4)
+               for module in ("commands.app", "commands.catalog", "commands.fulfilment",
+                              "commands.tick")]
+    patches.append(mock.patch("commands.distributors.secrets.choice", rng.choice))
+    for patch in patches:
+        patch.start()
+    return patches

@@ -39,6 +39,8 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  rule)
 from sqlalchemy import func, select
 
+from tests.api_support import deterministic_ids, event_log
+
 from commands import Fenxiao
 from commands.settings import Settings
 from commands.storage import parked_events
@@ -542,7 +544,10 @@ class Model:
         return owed
 
 
-def make_machine(url: str) -> type[RuleBasedStateMachine]:
+def make_machine(url: str, writer: bool = False,
+                 logs: list[Any] | None = None) -> type[RuleBasedStateMachine]:
+    """`writer`: every command (the process managers' too) goes through the writer;
+    `logs`: each example's event log is appended there at its end."""
     class OrdersMachine(RuleBasedStateMachine):
         @initialize()
         def setup(self) -> None:
@@ -553,6 +558,10 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 free_shipping_min_minor=FREE_SHIPPING_MIN, rate_limit=None,
                 auth_failure_limit=None))
             self.app.clock = lambda: self.model.now
+            if writer:
+                self.app.start_writer()
+            if logs is not None:  # the same ids in both runs: draw them from one seed
+                self.patches = deterministic_ids()
             self.runner = ProjectionRunner(self.app, all_projections(),
                                            process_managers=all_process_managers())
             self.projection_names = [p.name for p in all_projections()]
@@ -591,6 +600,10 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
 
         def teardown(self) -> None:
             if hasattr(self, "app"):
+                if logs is not None:
+                    logs.append(event_log(self.app))
+                    for patch in self.patches:
+                        patch.stop()
                 self.app.close()
 
         def run(self, command: Callable[[], dict[str, Any]], refused: str | None = None,
@@ -1047,6 +1060,22 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert parked == 0, "a process manager's command was refused"
 
     return OrdersMachine
+
+
+def test_the_writer_decides_as_commands_one_at_a_time_event_for_event(
+        database_url: str) -> None:
+    """The same command sequences (the same seed) run one at a time and through the
+    writer record the same events, one for one, in the same order."""
+    logs: dict[bool, list[Any]] = {False: [], True: []}
+    for writer in (False, True):
+        machine = make_machine(database_url, writer=writer, logs=logs[writer])
+        machine.TestCase.settings = settings(
+            settings.default, max_examples=max(4, settings.default.max_examples // 15),
+            stateful_step_count=50, derandomize=True, database=None)
+        machine.TestCase().runTest()
+    assert len(logs[True]) == len(logs[False]) > 0
+    for through_writer, one_at_a_time in zip(logs[True], logs[False]):
+        assert through_writer == one_at_a_time
 
 
 def test_orders_stock_and_ledger_laws(database_url: str) -> None:

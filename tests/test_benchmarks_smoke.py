@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
+from tests.conftest import POSTGRES_URL, SKIP_POSTGRES, _create_postgres_database
+
 ROOT = Path(__file__).resolve().parent.parent
 
 REQUIRED = {
@@ -49,18 +53,47 @@ def test_benchmark_prints_json_lines_with_ratios() -> None:
 
 
 def test_orders_http_benchmark_places_orders_through_a_real_server() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.orders_http", "--orders", "20", "--clients", "1,3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    """--quick: every case in miniature (1 and 2 server processes of Fenxiao and of the
+    CRUD baseline, flat and hot SKUs, the floor, queries, command -> visible, open
+    reservations), on PostgreSQL (a database of its own; SQLite serves from one process,
+    so there only 1); it exits non-zero if an order failed or stock was oversold."""
+    command = [sys.executable, "-m", "benchmarks.orders_http", "--quick"]
+    if not SKIP_POSTGRES:
+        url = str(make_url(POSTGRES_URL).set(database="fenxiao_bench_smoke"))
+        _create_postgres_database(url)
+        command += ["--database-url", make_url(url).render_as_string(hide_password=False)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = {row["metric"]: row for row in map(json.loads, done.stdout.splitlines())}
+    raw = rows["raw_single_row_commit"]["value"]
+    labels = ("", "_hot") if SKIP_POSTGRES else ("", "_hot", "_2proc", "_hot_2proc")
+    for label in labels:
+        for clients in (1, 3):
+            for system in ("orders_http", "crud_orders"):
+                placed = rows[f"{system}{label}_{clients}_clients"]
+                assert placed["unit"] == "orders/s" and placed["value"] > 0
+                assert placed["ratio"] == round(placed["value"] / raw, 3)
+                assert rows[f"{system}{label}_{clients}_clients_p99"]["value"] >= \
+                    rows[f"{system}{label}_{clients}_clients_p50"]["value"] > 0
+            name = f"orders_http{label}_{clients}_clients"
+            assert rows[f"{name}_of_crud"]["value"] == round(
+                rows[name]["value"] / rows[f"crud_orders{label}_{clients}_clients"]["value"], 3)
     for clients in (1, 3):
-        placed = rows[f"orders_http_{clients}_clients"]
-        assert placed["unit"] == "orders/s" and placed["value"] > 0
-        assert placed["ratio"] == round(placed["value"] / rows["raw_single_row_commit"]["value"],
-                                        3)
-        assert rows[f"orders_http_{clients}_clients_p99"]["value"] >= \
-            rows[f"orders_http_{clients}_clients_p50"]["value"] > 0
+        for floor in ("authenticated_404", "unauthenticated"):
+            assert rows[f"http_{floor}_{clients}_clients"]["value"] > 0
+        with_open = rows[f"orders_http_hot_open_60_{clients}_clients"]
+        assert with_open["baseline_metric"] == f"orders_http_hot_open_0_{clients}_clients"
+    assert rows["orders_http_hot_open_after"]["value"] >= \
+        rows["orders_http_hot_open_before"]["value"] + 60
+    for system in ("orders_http", "crud_orders"):
+        assert rows[f"{system}_hot_orders_accepted"]["value"] > 0
+        assert rows[f"{system}_hot_oversold_units"]["value"] == 0
+        assert rows[f"{system}_hot_unaccounted_units"]["value"] == 0
+    assert rows["queries_40rps_p99"]["value"] >= rows["queries_40rps_p50"]["value"] > 0
+    assert rows["queries_40rps_achieved"]["value"] > 0
+    assert rows["command_to_visible_p99"]["value"] >= \
+        rows["command_to_visible_p50"]["value"] > 0
+    assert not [name for name in rows if "_refused_" in name]
 
 
 def test_audit_log_then_rebuild_benchmarks(tmp_path: Path) -> None:

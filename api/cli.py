@@ -148,7 +148,10 @@ def worker() -> None:
     until stopped (Ctrl-C)."""
     from projections.runner import worker as full_worker
 
-    runner = full_worker(_app())
+    app = _app()
+    if app.settings.writer_batch:  # the process managers' and the tick's commands too
+        app.start_writer(max_batch=app.settings.writer_batch)
+    runner = full_worker(app)
     # Stop between batches on SIGTERM too (a batch is one transaction either way).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo("worker running (projections, process managers, a tick every minute); "

@@ -308,18 +308,23 @@ class Run:
                     self.floor(fenxiao.ports[0], clients)
 
     def queries(self, cases: set[str]) -> None:
-        """Open-loop reads, then command -> visible, against a server with its worker."""
-        servers = start_fenxiao(self.url, 1, self.logs, worker=True)
-        with serving(servers):
-            target = Target(FENXIAO, servers.ports, self.tokens[FENXIAO])
-            placed = self.place(target, self.args.read_orders, 4, hot=False, keep=True)
-            replies = [json.loads(body) for body in placed.replies]
-            ids = [reply["order_id"] for reply in replies]
-            self.caught_up(target, ids[0], max(reply["position"] for reply in replies))
-            if "queries" in cases:
-                self.open_loop(target, ids)
-            if "visible" in cases:
-                self.visible(target)
+        """Open-loop reads against a server with its worker, on as many API processes as
+        the most --processes asks for (every core); then command -> visible against one
+        process with its worker in-process (what `make run` serves)."""
+        for case, processes in (("queries", max(self.args.processes)), ("visible", 1)):
+            if case not in cases:
+                continue
+            servers = start_fenxiao(self.url, processes, self.logs, worker=True)
+            with serving(servers):
+                target = Target(FENXIAO, servers.ports, self.tokens[FENXIAO])
+                placed = self.place(target, self.args.read_orders, 4, hot=False, keep=True)
+                replies = [json.loads(body) for body in placed.replies]
+                ids = [reply["order_id"] for reply in replies]
+                self.caught_up(target, ids[0], max(reply["position"] for reply in replies))
+                if case == "queries":
+                    self.open_loop(target, ids)
+                else:
+                    self.visible(target)
 
     def caught_up(self, target: Target, order_id: str, position: int) -> None:
         """Wait until the worker has projected everything up to `position` (after the

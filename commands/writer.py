@@ -305,9 +305,8 @@ class Writer:
                     raise ConcurrencyConflict("too many concurrent changes to the same "
                                               "records; retry")
         except BaseException as error:
-            self.held.forget_absent()
-            for decisions in self._deferred:
-                self.held.drop(d for decision in decisions for d in decision.saved)
+            # The transaction is lost with whatever it held: forget everything (rare).
+            self.held = HeldAggregates(self.held.maxsize)
             for ask in asks:
                 if not ask.answer.done():
                     ask.answer.set_exception(error)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from api.errors import ApiError
-from api.reads import read_connection
+from commands.reads import read_connection
 from commands.storage import api_tokens
 from domain.errors import Duplicate, InvalidCommand, NotFound
 

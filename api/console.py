@@ -51,7 +51,7 @@ from api import stock as stock_api
 from api.auth import Principal, authenticate
 from api.errors import ApiError
 from api.http import decode_cursor, fenxiao, page, read_position, reading
-from api.reads import read_connection
+from commands.reads import read_connection
 from api.reports import (DateOrTime, ReplenishmentQuery, replenishment_rows, rows_after,
                          sales_key_after)
 from api.schemas import Id, PageQuery, ReadQuery, Str

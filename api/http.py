@@ -14,7 +14,7 @@ from flask import Response, current_app, g, jsonify, request
 from sqlalchemy.engine import Connection
 
 from api.errors import ApiError
-from api.reads import read_connection
+from commands.reads import read_connection
 from commands.app import CommandContext, request_fingerprint
 from commands.messages import Command
 from projections.runner import lowest_position, wait_for_position
@@ -63,7 +63,7 @@ def run_command(command: Command | Callable[[], dict[str, Any]],
 def reading() -> Iterator[Connection]:
     """The connection a query reads its rows on. `read_position` inside the block reads the
     position on it too: one connection a query, not one for the position and another for
-    the rows, and on PostgreSQL no transaction around them (api/reads.py)."""
+    the rows, and on PostgreSQL no transaction around them (commands/reads.py)."""
     with read_connection(fenxiao().engine) as conn:
         g.read_connection = conn
         try:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from api.auth import requires
 from api.errors import ApiError
 from api.http import fenxiao
-from api.reads import read_connection
+from commands.reads import read_connection
 from api.schemas import NoBody
 from commands.app import CommandContext, request_fingerprint
 from commands.tick import tick

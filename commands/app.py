@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 
 from commands.codec import FastJSONTranscoder
 from commands.pgtext import replace_nul_in_parameters
+from commands.reads import read_connection
 from commands.settings import Settings
 from commands.storage import idempotency, insert_for, store_facts
 from commands.writer import Ask, Decision, Batch, Writer, current_batch, resolve_positions
@@ -366,7 +367,7 @@ class CoreApp(Application):
 
     def _stored_reply_now(self, context: CommandContext, request_hash: str | None
                           ) -> Reply | None:
-        with self.engine.connect() as conn:
+        with read_connection(self.engine) as conn:
             return self._stored_reply(conn, context, request_hash)
 
     def _stored_reply(self, conn: Connection, context: CommandContext,
@@ -573,13 +574,15 @@ class CoreApp(Application):
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         """The library's save, with the application clock's time for its events' `at`."""
-        now = self.clock()
-        token = _save_time.set(now.astimezone(timezone.utc) if now.tzinfo
-                               else now.replace(tzinfo=timezone.utc))
+        token = _save_time.set(self._utc_now())
         try:
             return super().save(*objs, **kwargs)
         finally:
             _save_time.reset(token)
+
+    def _utc_now(self) -> datetime:
+        now = self.clock()
+        return now.astimezone(timezone.utc) if now.tzinfo else now.replace(tzinfo=timezone.utc)
 
     def record(self, *aggregates: Aggregate) -> int | None:
         """Save the aggregates atomically; return the log position of the last new event."""
@@ -602,9 +605,7 @@ class CoreApp(Application):
 
     def _stored_now(self, events: list[Any]) -> list[StoredEvent]:
         """`events` as stored events, stamped as `save` stamps them (one `at` a save)."""
-        now = self.clock()
-        token = _save_time.set(now.astimezone(timezone.utc) if now.tzinfo
-                               else now.replace(tzinfo=timezone.utc))
+        token = _save_time.set(self._utc_now())
         try:
             return [self.mapper.to_stored_event(event) for event in events]
         finally:

@@ -52,9 +52,12 @@ class OrderService(StockService, LedgerService):
         coupon and the best threshold tier, attribute the order, reserve its stock (the
         customer's region first, then most available) and, with `allow_backorder`,
         queue what is short; else refuse the order if anything is short."""
-        order_id = order_id or self._new_id("O")
-        if self.exists(Order.create_id(order_id)):
+        if order_id is not None and self.exists(Order.create_id(order_id)):
             raise Duplicate(f"order {order_id} already exists", order_id=order_id)
+        # A new id is not looked up (a round trip a placement): should it ever name an
+        # order already there, the store refuses the second one's first version and the
+        # command runs again, drawing another id.
+        order_id = order_id or self._new_id("O")
         lines = [(sku, quantity) for sku, quantity in lines]
         check_one_line_per_sku([sku for sku, _ in lines])
         check_requested_lines(lines)

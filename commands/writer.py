@@ -29,23 +29,29 @@ crash either finds the stored reply or runs afresh.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import queue
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 from uuid import UUID
 
 import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError as StoreIntegrityError
 from eventsourcing.persistence import StoredEvent
 from sqlalchemy import bindparam, func, literal, select, union_all
+from sqlalchemy.engine import Connection
+
+from commands.reads import read_connection
 
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_HELD = 20_000
+CONTENDED_S = 2.0  # after a conflict with another process, lock first for this long
 
 
 class CommitFirst(Exception):
@@ -235,6 +241,7 @@ class Writer:
         self._seen = 0  # the log position read up to (the tail: forget_changed_elsewhere)
         self._stopped = threading.Event()
         self._statements = _Statements(app)
+        self._contended_until = 0.0  # until then, batches are decided holding the lock
         # Inside `_decide_exclusively`: the committed decisions, answered at its end.
         self._deferred: list[list[Decision]] | None = None
 
@@ -289,9 +296,16 @@ class Writer:
         commands whose commit met a concurrent writer's are decided again holding the
         table's lock from the start, so the second time nobody can write in between and
         a flash sale shared by several processes never turns into a storm of retries."""
+        if time.monotonic() < self._contended_until:
+            self._decide_exclusively(asks)
+            return
         self.forget_changed_elsewhere()
         waiting = self._decide_and_commit(asks)
         if waiting:
+            # Another process writes the same aggregates: for a while, take the lock
+            # first (a conflict costs a reload of what the batch changed; waiting for the
+            # lock costs only the other writer's commit).
+            self._contended_until = time.monotonic() + CONTENDED_S
             self._decide_exclusively(waiting)
 
     def _decide_exclusively(self, asks: list[Ask]) -> None:
@@ -429,16 +443,27 @@ class Writer:
         return aggregate
 
     def stored(self, aggregate_id: UUID) -> bool:
-        with self.app.datastore.transaction(commit=False) as session:
-            return session.connection().execute(self._statements.exists,
-                                                {"id": aggregate_id}).first() is not None
+        with self._reading() as conn:
+            return conn.execute(self._statements.exists,
+                                {"id": aggregate_id}).first() is not None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """Where the writer reads the store: inside its exclusive transaction, on that
+        transaction (it sees what the batch wrote before a cut); otherwise on a read
+        connection (one round trip a query, no transaction around it)."""
+        if self._deferred is None:
+            with read_connection(self.app.engine) as conn:
+                yield conn
+        else:
+            with self.app.datastore.transaction(commit=False) as session:
+                yield session.connection()
 
     def _stored(self, aggregate_id: UUID) -> list[StoredEvent]:
         """The aggregate's latest snapshot (if any) and its events after it, in one round
         trip (the library's repository asks twice: most aggregates have no snapshot)."""
-        with self.app.datastore.transaction(commit=False) as session:
-            rows = session.connection().execute(self._statements.load,
-                                                {"id": aggregate_id}).all()
+        with self._reading() as conn:
+            rows = conn.execute(self._statements.load, {"id": aggregate_id}).all()
         return [StoredEvent(originator_id=aggregate_id, originator_version=version,
                             topic=topic, state=bytes(state)) for version, topic, state in rows]
 
@@ -462,12 +487,12 @@ class Writer:
             self._fast_forward(behind)
 
     def _tail(self) -> list[tuple[int, UUID, int]]:
-        with self.app.engine.connect() as conn:
+        with read_connection(self.app.engine) as conn:
             return [tuple(row) for row in conn.execute(self._statements.tail,
                                                        {"seen": self._seen})]
 
     def _fast_forward(self, positions: list[int]) -> None:
-        with self.app.engine.connect() as conn:
+        with read_connection(self.app.engine) as conn:
             rows = conn.execute(self._statements.events_at, {"ids": positions}).all()
         for originator_id, version, topic, state in rows:
             held = self.held.get(originator_id)

@@ -9,9 +9,9 @@ the writer is the only code in its process that decides commands, so it can trus
 it holds: an aggregate is read from the store once, then kept and mutated in place by the
 commands that touch it. Writes of other processes (and of this process's code that does
 not go through the writer) are noticed by reading the log's tail, one cheap query per
-batch, and the aggregates they changed are dropped; a write that races past that check
-fails the batch's commit on the store's (aggregate, version) key, and only then are the
-batch's commands decided again from fresh state.
+batch, and applied to what it holds; a write that races past that check fails the batch's
+commit on the store's (aggregate, version) key, and then only the commands that touched
+what it moved are decided again, holding the event table's lock (see `decide`).
 
 A batch is a list of commands taken from the queue as they came (no waiting: while one
 batch commits, the next one gathers). Each command is decided alone:

@@ -258,30 +258,27 @@ class ProjectionRunner:
 
     def run_tail(self, names: Sequence[str]) -> list[str]:
         """The live tail, in one transaction: when the named projections and process
-        managers all stand at one position and the log is less than a batch ahead, read
-        the new events once, apply them to every projection, and move every position to
-        the end together with those writes (a process manager only if none of them is
-        its: its commands run on their own path, `catch_up`). A command then reaches every
+        managers are less than a batch behind the log, read the new events once, apply
+        to every projection those past its own position, and move every position to the
+        end together with those writes (a process manager only if none of them is its:
+        its commands run on their own path, `catch_up`). A command then reaches every
         read model in one commit, where a transaction per projection took ~7 ms each.
         Returns the names still to catch up: all of them when the tail does not apply
-        (some behind, a new one, a batch that fails: `catch_up` parks what must be)."""
+        (one far behind, a new one, a batch that fails: `catch_up` parks what must be)."""
         names = list(names)
         try:
             with self._transaction() as conn:
-                start = self._common_position(conn, names)
-                if start is None:
+                at = self._positions_locked(conn, names)
+                if at is None:
                     return names
-                rows = conn.execute(self._event_rows().where(self.events.c.id > start)
+                rows = conn.execute(self._event_rows()
+                                    .where(self.events.c.id > min(at.values()))
                                     .order_by(self.events.c.id)
                                     .limit(self.batch_size + 1)).all()
                 if not rows or len(rows) > self.batch_size:
                     return [] if not rows else names
-                done, left = self._apply_tail(conn, names, rows)
-                moved = conn.execute(update(tracking).where(
-                    tracking.c.name.in_(done), tracking.c.position == start)
-                    .values(position=rows[-1].id)).rowcount
-                if moved != len(done):
-                    raise TrackingConflict("a position moved under the live tail")
+                done, left = self._apply_tail(conn, at, rows)
+                self._advance_all(conn, at, done, rows[-1].id)
         except TrackingConflict:
             return names
         except Exception as error:
@@ -291,39 +288,55 @@ class ProjectionRunner:
         positions_advanced()
         return left
 
-    def _common_position(self, conn: Connection, names: Sequence[str]) -> int | None:
-        """The one position all of `names` stand at (their rows locked on PostgreSQL);
-        None if they differ or one has no row yet."""
+    def _positions_locked(self, conn: Connection, names: Sequence[str]
+                          ) -> dict[str, int] | None:
+        """The positions of `names` (their rows locked on PostgreSQL); None if one has no
+        row yet."""
         query = select(tracking.c.name, tracking.c.position).where(tracking.c.name.in_(names))
         if self.is_postgres:
             query = query.with_for_update()
         found = dict(conn.execute(query).all())
-        at = set(found.values())
-        return at.pop() if len(found) == len(set(names)) and len(at) == 1 else None
+        return found if len(found) == len(set(names)) else None
 
-    def _apply_tail(self, conn: Connection, names: Sequence[str], rows: Sequence[Any]
+    def _apply_tail(self, conn: Connection, at: dict[str, int], rows: Sequence[Any]
                     ) -> tuple[list[str], list[str]]:
         decoded: dict[int, Any] = {}
 
-        def events(topics: set[str]) -> list[Any]:
+        def events(after: int, topics: set[str]) -> list[Any]:
             return [decoded[row.id] if row.id in decoded else
                     decoded.setdefault(row.id, self._decode(row))
-                    for row in rows if row.topic in topics]
+                    for row in rows if row.id > after and row.topic in topics]
 
         done, left = [], []
-        for name in names:
+        for name, after in at.items():
+            if after >= rows[-1].id:
+                continue
             if name in self.projections:
                 projection = self.projections[name]
-                mine = events(set(projection.topics()))
+                mine = events(after, set(projection.topics()))
                 if mine:
                     projection.apply_batch(conn, mine)
                 done.append(name)
-            elif any(row.topic in set(self.process_managers[name].topics())
+            elif any(row.id > after and row.topic in set(self.process_managers[name].topics())
                      for row in rows):
                 left.append(name)
             else:
                 done.append(name)
         return done, left
+
+    @staticmethod
+    def _advance_all(conn: Connection, at: dict[str, int], done: Sequence[str],
+                     end: int) -> None:
+        """Every name in `done` from its own position to `end`, each only if still there."""
+        by_start: dict[int, list[str]] = {}
+        for name in done:
+            by_start.setdefault(at[name], []).append(name)
+        for start, group in by_start.items():
+            moved = conn.execute(update(tracking).where(
+                tracking.c.name.in_(group), tracking.c.position == start)
+                .values(position=end)).rowcount
+            if moved != len(group):
+                raise TrackingConflict("a position moved under the live tail")
 
     def names(self) -> list[str]:
         """Projections first: the process managers' commands are read back by them."""

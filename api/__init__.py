@@ -13,6 +13,7 @@ from api import reports
 from api import audit
 from api import exports
 from api import seal
+from api import webhooks
 from api import console  # HTML pages at /console: not part of the JSON API
 from api.auth import TokenCache
 from api.guards import QuietMemoryStorage
@@ -24,7 +25,7 @@ from projections.runner import ProjectionRunner
 
 BLUEPRINTS = (catalog.blp, stock.blp, distributors.blp, orders.blp, fulfilment.blp,
               promotions.blp, purchasing.blp, notifications.blp, ops.blp, aftersales.blp, reports.blp,
-              audit.blp, exports.blp, seal.blp)
+              audit.blp, exports.blp, seal.blp, webhooks.blp)
 
 
 def create_app(settings: Settings | None = None, *, application: Fenxiao | None = None,

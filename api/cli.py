@@ -88,6 +88,9 @@ def _serve_one_process(host: str, port: int, threads: int, with_worker: bool) ->
     if with_worker:  # projections, process managers and the time rules, in-process
         flask.extensions["fenxiao_runner"] = runner = worker(app)
         runner.start()
+        from projections.webhook_sender import WebhookSender  # and the webhooks' sender
+
+        flask.extensions["fenxiao_webhooks"] = WebhookSender(app).start()
     _announce(host, port)
     waitress.serve(flask, host=host, port=port, threads=threads, ident="fenxiao")
 
@@ -152,14 +155,19 @@ def worker() -> None:
     if app.settings.writer_batch:  # the process managers' and the tick's commands too
         app.start_writer(max_batch=app.settings.writer_batch)
     runner = full_worker(app)
+    from projections.webhook_sender import WebhookSender
+
+    sender = WebhookSender(app).start()  # each webhook endpoint's deliveries
     # Stop between batches on SIGTERM too (a batch is one transaction either way).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    click.echo("worker running (projections, process managers, a tick every minute); "
-               "Ctrl-C stops it", err=True)
+    click.echo("worker running (projections, process managers, a tick every minute, "
+               "webhooks); Ctrl-C stops it", err=True)
     try:
         runner.run_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        sender.stop()
 
 
 @main.command()

@@ -16,7 +16,7 @@ from projections.notifications import NotificationsProjection, list_notification
 
 blp = Blueprint("notifications", __name__, url_prefix="/api/v1", description="Notifications to distributors and customers")
 KINDS = ("shortage", "backorder_filled", "shipped", "delivered", "refund", "cancelled",
-         "expired")
+         "expired", "webhook_disabled")
 
 
 class NotificationQuery(PageQuery):
@@ -29,9 +29,10 @@ class NotificationQuery(PageQuery):
 class NotificationOut(Schema):
     notification_id = fields.String()
     kind = fields.String(metadata={"enum": list(KINDS)})
-    order_id = fields.String()
+    order_id = fields.String(allow_none=True, metadata={
+        "description": "null for a notice to operators (webhook_disabled)"})
     distributor_id = fields.String(allow_none=True)
-    customer_id = fields.String()
+    customer_id = fields.String(allow_none=True)
     message = fields.String()
     at = fields.String()
 

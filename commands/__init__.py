@@ -8,12 +8,13 @@ from commands.orders import OrderService
 from commands.promotions import PromotionService
 from commands.purchasing import PurchasingService
 from commands.reports import ReportService
+from commands.webhooks import WebhookService
 from domain.ledger import Wallet
 from domain.stock import StockItem
 
 
 class Fenxiao(AfterSalesService, PurchasingService, OrderService, FulfilmentService,
-              PromotionService, StockService, LedgerService, ReportService):
+              PromotionService, StockService, LedgerService, ReportService, WebhookService):
     """The application: every service mixed into one event-sourced application."""
 
     name = "fenxiao"

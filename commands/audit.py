@@ -314,6 +314,7 @@ def list_events(app: Any, where: EventFilter, limit: int, masked: bool
         return [history_item(row.id, log.decode(row), masked) for row in rows], log.head
 
 
+REDACTED_SECRET = "whsec_********"
 _NOT_DATA = {"originator_id", "originator_version", "originator_topic", "timestamp", "meta"}
 
 
@@ -321,6 +322,8 @@ def history_item(position: int, event: Any, masked: bool) -> dict[str, Any]:
     meta = getattr(event, "meta", None) or {}
     kind = type_name(get_topic(type(event)))
     data = {k: v for k, v in vars(event).items() if k not in _NOT_DATA}
+    if "secret" in data:  # a webhook's signing secret: shown once, to its registrant only
+        data["secret"] = REDACTED_SECRET
     if masked:
         data = mask_personal(kind, data)
     return {

@@ -67,6 +67,11 @@ class Settings:
     # Seconds a found token is kept in each API process: the delay before a revoked
     # (deleted) token stops working. Bounded so revocation never waits for long.
     token_cache_s: float = 5.0
+    # Webhooks (commands/webhooks.py): private, loopback and link-local destinations are
+    # refused unless allowed (FENXIAO_WEBHOOK_ALLOW_PRIVATE=1, for tests and closed
+    # networks); an endpoint failing without a break for this long is disabled.
+    webhook_allow_private: bool = False
+    webhook_disable_after_s: int = 3 * 24 * 3600
 
     def __post_init__(self) -> None:
         """Settings a rule divides by or counts with: refused at start, with the name."""
@@ -75,7 +80,7 @@ class Settings:
                             ("return_window_days", 0), ("commission_freeze_days", 0),
                             ("reservation_timeout_s", 1), ("promised_days", 1),
                             ("shipping_fee_minor", 0), ("min_withdrawal_minor", 1),
-                            ("writer_batch", 0)):
+                            ("writer_batch", 0), ("webhook_disable_after_s", 1)):
             if getattr(self, name) < least:
                 raise ValueError(f"setting {name} must be at least {least}, "
                                  f"not {getattr(self, name)}")
@@ -109,7 +114,8 @@ class Settings:
                           ("demand_window_days", "FENXIAO_DEMAND_WINDOW_DAYS"),
                           ("lead_time_days", "FENXIAO_LEAD_TIME_DAYS"),
                           ("safety_stock", "FENXIAO_SAFETY_STOCK"),
-                          ("writer_batch", "FENXIAO_WRITER_BATCH")):
+                          ("writer_batch", "FENXIAO_WRITER_BATCH"),
+                          ("webhook_disable_after_s", "FENXIAO_WEBHOOK_DISABLE_AFTER_S")):
             if os.environ.get(key):
                 values[name] = int(os.environ[key])
         for name, key in (("token_cache_s", "FENXIAO_TOKEN_CACHE_S"),):
@@ -123,6 +129,8 @@ class Settings:
             values["auth_failure_limit"] = None if limit in ("", "0", "off") else limit
         values["self_purchase_commission"] = (
             os.environ.get("FENXIAO_SELF_PURCHASE_COMMISSION", "0") == "1")
+        values["webhook_allow_private"] = (
+            os.environ.get("FENXIAO_WEBHOOK_ALLOW_PRIVATE", "0") == "1")
         values["compensation_reverses_commission"] = (
             os.environ.get("FENXIAO_COMPENSATION_REVERSES_COMMISSION", "0") == "1")
         values.update(overrides)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text,
+from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text,
                         UniqueConstraint)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -100,4 +100,35 @@ store_facts = Table(
     "fenxiao_store_facts", metadata,
     Column("name", String(100), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# Webhook delivery state (projections/webhook_sender.py): per endpoint, the position its
+# deliveries have reached (every event up to it acknowledged or given up on) and the
+# retry state of the next one; written only by the endpoint's one sender.
+webhook_cursors = Table(
+    "fenxiao_webhook_cursors", metadata,
+    Column("webhook_id", String(64), primary_key=True),
+    Column("position", BIGINT, nullable=False),
+    Column("attempts", Integer, nullable=False),  # failed attempts of the next event
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("failing_since", DateTime(timezone=True), nullable=True),
+    Column("replays_applied", Integer, nullable=False),
+    Column("enables_applied", Integer, nullable=False),
+)
+
+# Every delivery attempt: when, the answer (or the error) and how long it took.
+webhook_deliveries = Table(
+    "fenxiao_webhook_deliveries", metadata,
+    Column("delivery_id", BIGINT, primary_key=True, autoincrement=True),
+    Column("webhook_id", String(64), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("position", BIGINT, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("outcome", String(12), nullable=False),  # delivered, retrying, failed
+    Index("ix_fenxiao_webhook_deliveries_webhook", "webhook_id", "delivery_id"),
 )

@@ -8,6 +8,8 @@ worth telling them about:
     refund            a paid order was cancelled and refunded, or a line was refunded
     cancelled         an unpaid order was cancelled
     expired           an unpaid order's reservation timed out
+    webhook_disabled  (to operators: no order, distributor or customer) a webhook endpoint
+                      was disabled after failing for too long
 
 A notification's id derives from its event (aggregate id and version), so a rebuild gives
 every notification the id it had. Messages name SKUs, quantities, carriers and amounts, never
@@ -25,15 +27,16 @@ from sqlalchemy.engine import Connection
 from commands.storage import metadata
 from domain.ids import natural_id
 from domain.orders import Order
+from domain.webhooks import WebhookEndpoint
 from projections.batching import FoldingProjection, Rows, insert
 
 notifications = Table(
     "rm_notifications", metadata,
     Column("notification_id", String(36), primary_key=True),
     Column("kind", String(20), nullable=False),
-    Column("order_id", String(64), nullable=False),
+    Column("order_id", String(64), nullable=True),  # None: a notice to operators
     Column("distributor_id", String(64), nullable=True, index=True),
-    Column("customer_id", String(64), nullable=False, index=True),
+    Column("customer_id", String(64), nullable=True, index=True),
     Column("message", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_rm_notifications_at", "at", "notification_id"),
@@ -67,7 +70,7 @@ class _Batch:
         self.conn = conn
         self.orders = Rows(notification_orders, "order_uuid")
         self.orders.load(conn, [str(e.originator_id) for e in events
-                                if type(e) is not Order.OrderPlaced])
+                                if type(e) not in (Order.OrderPlaced, WEBHOOK_DISABLED)])
         self.notifications: list[dict[str, Any]] = []
 
     def write(self) -> None:
@@ -140,6 +143,20 @@ def _line_refunded(batch: _Batch, e: Any) -> None:
             f"{e.sku} (line {e.line_no})", order=order)
 
 
+def _webhook_disabled(batch: _Batch, e: Any) -> None:
+    """Only the sender's own disabling is news to operators (they did the others)."""
+    if not e.automatic:
+        return
+    batch.notifications.append({
+        "notification_id": str(natural_id("notification", str(e.originator_id),
+                                          str(e.originator_version))),
+        "kind": "webhook_disabled", "order_id": None, "distributor_id": None,
+        "customer_id": None, "message": f"Webhook endpoint disabled: {e.reason}",
+        "at": utc(e.at)})
+
+
+WEBHOOK_DISABLED = WebhookEndpoint.WebhookDisabled
+
 # event class -> what it does to the batch
 _FOLD = {
     Order.OrderPlaced: _placed,
@@ -149,6 +166,7 @@ _FOLD = {
     Order.OrderCancelled: _cancelled,
     Order.OrderExpired: _expired,
     Order.OrderLineRefunded: _line_refunded,
+    WEBHOOK_DISABLED: _webhook_disabled,
 }
 
 

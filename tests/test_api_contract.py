@@ -92,7 +92,11 @@ GET /audit/exports/journal.csv; GET /audit/exports/trial-balance.csv; GET /audit
 GET /reports/sales; GET /reports/replenishment; POST /products/{sku}/replenishment;
 GET /audit/verify;
 GET /audit/events; GET /audit/trial-balance; GET /audit/accounts/{account}/balance;
-GET /audit/orders/{order_id}; GET /audit/distributors/{distributor_id}/earnings
+GET /audit/orders/{order_id}; GET /audit/distributors/{distributor_id}/earnings;
+GET /events; POST /webhooks; GET /webhooks; GET /webhooks/{webhook_id};
+POST /webhooks/{webhook_id}/disable; POST /webhooks/{webhook_id}/enable;
+POST /webhooks/{webhook_id}/ping; POST /webhooks/{webhook_id}/rotate-secret;
+GET /webhooks/{webhook_id}/deliveries; POST /webhooks/{webhook_id}/replay
 """
 
 

@@ -164,3 +164,19 @@ def test_audit_log_then_rebuild_benchmarks(tmp_path: Path) -> None:
     after = read_models()
     engine.dispose()
     assert after == before  # rebuilt and rewritten by the floor: the same rows
+
+
+def test_webhooks_benchmark_delivers_everything_to_a_local_receiver() -> None:
+    """--quick: a backlog pushed to a receiver process, then commit -> delivery latency;
+    it exits non-zero if an event was not delivered."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.webhooks", "--quick"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    rows = {row["metric"]: row for row in map(json.loads, done.stdout.splitlines())}
+    assert rows["raw_http_posts"]["unit"] == "requests/s"
+    deliveries = rows["webhook_deliveries"]
+    assert deliveries["unit"] == "events/s" and deliveries["value"] > 0
+    assert deliveries["ratio"] == round(deliveries["value"] / rows["raw_http_posts"]["value"],
+                                        3)
+    assert rows["webhook_commit_to_delivery_p99"]["value"] >= \
+        rows["webhook_commit_to_delivery_p50"]["value"] > 0

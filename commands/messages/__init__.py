@@ -24,6 +24,8 @@ from commands.messages.purchasing import (ApprovePurchaseOrder, ReceivePurchaseO
 from commands.messages.aftersales import (ApproveCase, CloseCase, ReceiveCase, RefundCase,
                                           RejectCase, RequestCase, ShipCase)
 from commands.messages.reports import SetReplenishmentPolicy
+from commands.messages.webhooks import (DisableWebhook, EnableWebhook, PingWebhook,
+                                        RegisterWebhook, ReplayWebhook, RotateWebhookSecret)
 
 __all__ = [
     "Command", "FrozenMap",
@@ -47,4 +49,7 @@ __all__ = [
     "CloseCase",
     # reports: the replenishment policy
     "SetReplenishmentPolicy",
+    # webhooks
+    "RegisterWebhook", "DisableWebhook", "EnableWebhook", "RotateWebhookSecret",
+    "PingWebhook", "ReplayWebhook",
 ]

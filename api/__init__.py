@@ -20,6 +20,7 @@ from api.guards import QuietMemoryStorage
 from api.openapi import FenxiaoApi
 from commands import Fenxiao
 from commands.settings import Settings
+from commands.writer_host import WriterLink
 from projections import all_projections
 from projections.runner import ProjectionRunner
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, application: Fenxiao | None 
     flask.extensions["fenxiao"] = application
     if application.settings.writer_batch:  # requests' commands decided in order, committed in batches
         application.start_writer(max_batch=application.settings.writer_batch)
+    application.writer_link = WriterLink.from_env()  # serve --workers: the shared writer
     console.register(flask)
     if settings.rate_limit:
         limit_rate(flask, settings.rate_limit)

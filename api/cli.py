@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -100,10 +101,15 @@ def _serve_processes(host: str, port: int, workers: int, threads: int,
     from api import create_app
     from api.serving import serve as serve_with_gunicorn
 
-    _app().close()  # refuse a store the key does not fit now, not in every process
+    app = _app()  # refuse a store the key does not fit now, not in every process
+    # One writer process for all of them (commands/writer_host.py), on PostgreSQL: on
+    # SQLite, one process serves (and writes) anyway.
+    shared_writer = app.engine.dialect.name == "postgresql" and bool(
+        app.settings.writer_batch)
+    app.close()
     _announce(host, port)
     serve_with_gunicorn(lambda: create_app(application=_app()), host, port, workers,
-                        threads, with_worker)
+                        threads, with_worker, shared_writer)
 
 
 def _announce(host: str, port: int) -> None:
@@ -168,6 +174,28 @@ def worker() -> None:
         pass
     finally:
         sender.stop()
+
+
+@main.command(hidden=True)
+def writer() -> None:
+    """The one writer of `serve --workers N` (started by it; its API processes send their
+    commands here: commands/writer_host.py). Reads the socket and key from the
+    environment the server sets."""
+    from commands.writer_host import ADDRESS_ENV, KEY_ENV, WriterHost
+
+    address, key = os.environ.get(ADDRESS_ENV), os.environ.get(KEY_ENV)
+    if not address or not key:
+        raise click.ClickException(f"{ADDRESS_ENV} and {KEY_ENV} must be set (by serve)")
+    app = _app()
+    host = WriterHost(app, address, bytes.fromhex(key),
+                      max_batch=app.settings.writer_batch or 1)
+    signal.signal(signal.SIGTERM, lambda *_: host.close())
+    try:
+        host.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()  # after the batch in hand is answered
 
 
 @main.command()

@@ -9,6 +9,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from commands.app import StoreMismatch
+from commands.writer_host import WriterUnavailable
 from domain.errors import DomainError
 
 log = logging.getLogger("fenxiao.api")
@@ -77,7 +78,7 @@ def handle_api_error(error: ApiError) -> Response:
     return response
 
 
-def handle_store_mismatch(error: StoreMismatch) -> Response:
+def handle_unavailable(error: StoreMismatch | WriterUnavailable) -> Response:
     return envelope(503, error.code, str(error))
 
 
@@ -90,5 +91,6 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(ApiError, handle_api_error)
-    app.register_error_handler(StoreMismatch, handle_store_mismatch)
+    app.register_error_handler(StoreMismatch, handle_unavailable)
+    app.register_error_handler(WriterUnavailable, handle_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

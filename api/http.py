@@ -52,8 +52,12 @@ def run_command(command: Command | Callable[[], dict[str, Any]],
         fingerprint = request_fingerprint(request.method, request.path,
                                           request.get_json(silent=True))
         decide = command
-    reply = app.execute(decide, status=status or 200, context=context,
-                        request_hash=fingerprint)
+    reply = None
+    if app.writer_link is not None and isinstance(command, Command):  # serve --workers
+        reply = app.writer_link.execute(command, status, context, fingerprint)
+    if reply is None:
+        reply = app.execute(decide, status=status or 200, context=context,
+                            request_hash=fingerprint)
     response = jsonify(reply.body)
     response.status_code = reply.status
     return response

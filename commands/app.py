@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from uuid import UUID, uuid4
 
 import psycopg2
@@ -26,12 +26,16 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.engine import Connection
 
 from commands.codec import FastJSONTranscoder
+from commands.persistence import PooledFactory
 from commands.pgtext import replace_nul_in_parameters
 from commands.reads import read_connection
 from commands.settings import Settings
 from commands.storage import idempotency, insert_for, store_facts
 from commands.writer import Ask, Decision, Batch, Writer, current_batch, resolve_positions
 from domain.errors import DomainError, NotFound
+
+if TYPE_CHECKING:
+    from commands.writer_host import WriterLink
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ class CoreApp(Application):
 
     def __init__(self, settings: Settings) -> None:
         env = {
-            "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
+            "PERSISTENCE_MODULE": get_topic(PooledFactory),
             "SQLALCHEMY_URL": settings.database_url,
             "CREATE_TABLE": "n",  # Alembic owns every table
             "MAPPER_TOPIC": get_topic(MetadataMapper),
@@ -183,6 +187,9 @@ class CoreApp(Application):
         self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
         self._store_checked = False
         self.writer: Writer | None = None
+        # In the API processes of `serve --workers N`: the way to the one writer process
+        # of the server (commands/writer_host.py); None: commands are decided here.
+        self.writer_link: WriterLink | None = None
 
     def close(self) -> None:
         self.stop_writer()
@@ -443,46 +450,64 @@ class CoreApp(Application):
         batch.keys[(context.actor, context.idempotency_key)] = decision
         return False
 
-    def commit_decisions(self, decisions: list[Decision], changed: dict[UUID, Any]) -> None:
+    def commit_decisions(self, decisions: list[Decision], changed: dict[UUID, Any],
+                         seen: int | None = None) -> list[tuple[int, UUID, int]] | None:
         """One transaction: every decided command's events in order, the replies kept
         with their keys, the snapshots due. Raises IntegrityError when a concurrent
-        writer recorded a version or a key first (nothing is then written)."""
+        writer recorded a version or a key first (nothing is then written). With `seen`
+        (a log position), on PostgreSQL: returns the log's tail up to these events,
+        read in the same round trip: (position, aggregate id, version) of every event
+        after `seen`, others' and these; else None."""
         stored = [event for decision in decisions for event in decision.events]
         kept = [decision for decision in decisions if decision.keep]
+        tail = None
         if not stored and not kept:
-            return
+            return tail
         with self.datastore.transaction(commit=True) as session:
             conn = session.connection()
             if stored:
-                self._place(decisions, self._insert_events(conn, stored))
+                positions, tail = self._insert_events(conn, stored, seen)
+                self._place(decisions, positions)
             if kept:
                 conn.execute(idempotency.insert(), [self._reply_row(
                     decision.ask.context, decision.ask.request_hash,
                     self._outcome(decision)) for decision in kept])
             if stored:
                 self._snapshot(changed, stored)
+        return tail
 
-    def _insert_events(self, conn: Connection, stored: list[StoredEvent]) -> list[int]:
-        """Insert `stored` in order; their log positions. On PostgreSQL in one round trip:
-        the library's lock of the event table (so positions commit in order), its
-        notification to listeners (sent at commit) and one multi-row INSERT, the rows
-        exactly as its recorder writes them. Elsewhere, through the library's recorder."""
+    def _insert_events(self, conn: Connection, stored: list[StoredEvent], seen: int | None
+                       ) -> tuple[list[int], list[tuple[int, UUID, int]] | None]:
+        """Insert `stored` in order: their log positions, and the log's tail after `seen`
+        (see commit_decisions). On PostgreSQL in one round trip: the library's lock of
+        the event table (so positions commit in order), its notification to listeners
+        (sent at commit), one multi-row INSERT (the rows exactly as its recorder writes
+        them) and, in the same statement, the events others committed after `seen` (the
+        lock is held: nothing can come between them and ours). Elsewhere, through the
+        library's recorder, without the tail."""
         if conn.dialect.name != "postgresql":
-            return list(self.recorder.insert_events(stored))
+            return list(self.recorder.insert_events(stored)), None
         table = self.recorder.events_table_name
         rows = ", ".join(["(%s::uuid, %s, %s, %s)"] * len(stored))
         values = [value for event in stored for value in (
             str(event.originator_id), event.originator_version, event.topic,
             psycopg2.Binary(event.state))]
+        # The data-modifying CTE's rows are not visible to the SELECT beside it (one
+        # snapshot for the statement): the second part is others' events only.
+        others = (f" UNION ALL SELECT id, originator_id, originator_version, FALSE "
+                  f"FROM {table} WHERE id > %s" if seen is not None else "")
         returned = conn.exec_driver_sql(
             f"LOCK TABLE {table} IN EXCLUSIVE MODE; NOTIFY {self.recorder.channel_name}; "
-            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
-            f"VALUES {rows} RETURNING id, originator_id, originator_version",
-            tuple(values)).all()
+            f"WITH ours AS (INSERT INTO {table} (originator_id, originator_version, topic, "
+            f"state) VALUES {rows} RETURNING id, originator_id, originator_version) "
+            f"SELECT id, originator_id, originator_version, TRUE FROM ours{others}",
+            tuple(values) + ((seen,) if seen is not None else ())).all()
         position = {(UUID(str(originator_id)), version): event_id
-                    for event_id, originator_id, version in returned}
-        return [position[(event.originator_id, event.originator_version)]
-                for event in stored]
+                    for event_id, originator_id, version, mine in returned if mine}
+        tail = sorted((event_id, UUID(str(originator_id)), version)
+                      for event_id, originator_id, version, _ in returned)
+        return ([position[(event.originator_id, event.originator_version)]
+                 for event in stored], tail if seen is not None else None)
 
     @staticmethod
     def _place(decisions: list[Decision], positions: Any) -> None:

@@ -239,6 +239,9 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="fenxiao-writer",
                                         daemon=True)
         self._seen = 0  # the log position read up to (the tail: forget_changed_elsewhere)
+        # The tail our last commit read in its own round trip (PostgreSQL), not applied
+        # yet: the next batch starts from it instead of asking the store again.
+        self._reported: list[tuple[int, UUID, int]] | None = None
         self._stopped = threading.Event()
         self._statements = _Statements(app)
         self._contended_until = 0.0  # until then, batches are decided holding the lock
@@ -312,7 +315,7 @@ class Writer:
         self._deferred = []
         try:
             with self.app.exclusive_transaction():
-                self.forget_changed_elsewhere()
+                self.forget_changed_elsewhere(look=True)  # holding the lock: all of it
                 waiting = self._decide_and_commit(asks)
                 if waiting:  # only code outside every writer can still collide
                     from commands.app import ConcurrencyConflict
@@ -382,8 +385,10 @@ class Writer:
         aggregates changed by a refused command, never snapshotted."""
         decisions = batch.decisions
         snapshot = {key: value for key, value in batch.changed.items() if key not in unkept}
+        self._reported = None
         try:
-            self.app.commit_decisions(decisions, snapshot)
+            tail = self.app.commit_decisions(
+                decisions, snapshot, seen=None if self._deferred is not None else self._seen)
         except (sqlalchemy.exc.IntegrityError, StoreIntegrityError):
             if self._deferred is not None:
                 raise  # inside the exclusive transaction: it is lost as a whole
@@ -399,6 +404,7 @@ class Writer:
         if self._deferred is not None:
             self._deferred.append(decisions)  # answered once the transaction commits
         else:
+            self._reported = tail
             self.app.answer_decisions(decisions)
         return []
 
@@ -467,16 +473,20 @@ class Writer:
         return [StoredEvent(originator_id=aggregate_id, originator_version=version,
                             topic=topic, state=bytes(state)) for version, topic, state in rows]
 
-    def forget_changed_elsewhere(self) -> None:
+    def forget_changed_elsewhere(self, look: bool = False) -> None:
         """Read the log's tail since the last look: bring each held aggregate that someone
         else moved on up to date with their events (one query for all of them: a hot
         stock item written by two processes is never reloaded whole), and forget what it
-        believed absent if it was created since. Our own events are held already."""
+        believed absent if it was created since. Our own events are held already.
+        The tail the last commit read in its round trip stands for a look (what others
+        commit after it meets ours at the store's key), unless `look`."""
+        reported, self._reported = self._reported, None
         if not len(self.held) and not self.held.has_absent():
             self._seen = self.app.last_position()
             return
         behind = []
-        for position, aggregate_id, version in self._tail():
+        for position, aggregate_id, version in (
+                self._tail() if look or reported is None else reported):
             held = self.held.get(aggregate_id)
             if held is not None and held.version < version:
                 behind.append(position)

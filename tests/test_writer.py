@@ -236,14 +236,14 @@ def test_a_conflict_decides_again_only_the_commands_it_touched(db_url: str) -> N
         commit = ours.commit_decisions
         decided: list[list[str]] = []
 
-        def commit_after_theirs(decisions: Any, changed: Any) -> None:
+        def commit_after_theirs(decisions: Any, changed: Any, seen: Any = None) -> Any:
             decided.append([d.ask.context.idempotency_key for d in decisions])
             if len(decided) == 1:  # another process: its own thread, its own context
                 other = _place(9, [("TEA", 2)], False, None)
                 with ThreadPoolExecutor(max_workers=1) as pool:
                     pool.submit(theirs.execute, lambda: other.handle(theirs),
                                 status=201).result()
-            commit(decisions, changed)
+            return commit(decisions, changed, seen)
 
         ours.commit_decisions = commit_after_theirs  # type: ignore[method-assign]
         asks = [_ask(ours, _place(1, [("TEA", 1)], False, None), "tea"),

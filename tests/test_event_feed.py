@@ -6,25 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from commands import feed
 from tests.api_support import Api
 from tests.test_fulfilment_api import the_app
-from tests.webhook_support import every_public_event, feed_pages, hooks_api_on, ok
-
-
-@pytest.fixture
-def hooks_api(db_url: str) -> Iterator[Api]:
-    yield from hooks_api_on(db_url)
-
-
-@pytest.fixture
-def bare_api(db_url: str) -> Iterator[Api]:
-    """No projection worker: for tests that read no read model."""
-    yield from hooks_api_on(db_url, worker=False)
+from tests.webhook_support import every_public_event, feed_pages, ok
 
 
 def test_every_public_type_in_log_order_and_replay_equals_the_log(hooks_api: Api) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -24,21 +24,10 @@ from commands.storage import idempotency
 from projections.webhook_sender import MAX_ATTEMPTS, RETRY_DELAYS_S, WebhookSender
 from tests.api_support import Api
 from tests.test_fulfilment_api import seed, the_app
-from tests.webhook_support import (Receiver, every_public_event, feed_pages, hooks_api_on,
-                                   ok, register, verify)
+from tests.webhook_support import (Receiver, every_public_event, feed_pages, ok, register,
+                                   verify)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def hooks_api(db_url: str) -> Iterator[Api]:
-    yield from hooks_api_on(db_url)
-
-
-@pytest.fixture
-def bare_api(db_url: str) -> Iterator[Api]:
-    """No projection worker: for tests that read no read model."""
-    yield from hooks_api_on(db_url, worker=False)
 
 
 class Clock:

@@ -186,3 +186,4 @@ def hooks_api_on(db_url: str, worker: bool = True) -> Iterator[Api]:
     if worker:
         flask.extensions["fenxiao_runner"].stop()
     application.close()
+

@@ -51,6 +51,7 @@ from commands.reads import read_connection
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_HELD = 20_000
+REPORT_FRESH_S = 0.01  # a commit's tail stands for the next batch's look this long
 CONTENDED_S = 2.0  # after a conflict with another process, lock first for this long
 
 
@@ -240,8 +241,10 @@ class Writer:
                                         daemon=True)
         self._seen = 0  # the log position read up to (the tail: forget_changed_elsewhere)
         # The tail our last commit read in its own round trip (PostgreSQL), not applied
-        # yet: the next batch starts from it instead of asking the store again.
+        # yet, and when: a batch that starts soon after starts from it instead of asking
+        # the store again.
         self._reported: list[tuple[int, UUID, int]] | None = None
+        self._reported_at = 0.0
         self._stopped = threading.Event()
         self._statements = _Statements(app)
         self._contended_until = 0.0  # until then, batches are decided holding the lock
@@ -404,7 +407,7 @@ class Writer:
         if self._deferred is not None:
             self._deferred.append(decisions)  # answered once the transaction commits
         else:
-            self._reported = tail
+            self._reported, self._reported_at = tail, time.monotonic()
             self.app.answer_decisions(decisions)
         return []
 
@@ -478,9 +481,13 @@ class Writer:
         else moved on up to date with their events (one query for all of them: a hot
         stock item written by two processes is never reloaded whole), and forget what it
         believed absent if it was created since. Our own events are held already.
-        The tail the last commit read in its round trip stands for a look (what others
-        commit after it meets ours at the store's key), unless `look`."""
+        The tail the last commit read in its round trip stands for a look if it is
+        younger than REPORT_FRESH_S (under load, batches follow each other within that:
+        what others record in between is no older than what they record while a batch
+        is decided, which only the store's keys catch either way), unless `look`."""
         reported, self._reported = self._reported, None
+        if time.monotonic() - self._reported_at > REPORT_FRESH_S:
+            reported = None
         if not len(self.held) and not self.held.has_absent():
             self._seen = self.app.last_position()
             return

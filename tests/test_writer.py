@@ -5,6 +5,7 @@ and never hand a client a concurrency conflict."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -254,6 +255,27 @@ def test_a_conflict_decides_again_only_the_commands_it_touched(db_url: str) -> N
         item = ours.repository.get(StockItem.create_id("TEA", "W1"))
         assert item.reserved == 4  # 1 + their 2 + 1: nothing lost, nothing twice
         assert writer.held.get(item.id).version == item.version
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_what_another_process_changed_is_read_before_the_next_batch(db_url: str) -> None:
+    """The writer reads a price it only reads (never writes, so no key of the store would
+    catch a stale copy): changed by another process between two batches, the next order
+    is priced anew."""
+    ours, theirs = _app(db_url), _app(db_url)
+    try:
+        _shop(ours, stock=5)
+        writer = Writer(ours)
+        first = _ask(ours, _place(1, [("TEA", 1)], False, None), None)
+        writer.decide([first])  # holds the TEA product now, at 1000
+        assert first.answer.result().body["total"] == PRICES["TEA"]
+        theirs.execute(lambda: theirs.change_price("TEA", 1500))
+        time.sleep(0.05)
+        second = _ask(ours, _place(2, [("TEA", 1)], False, None), None)
+        writer.decide([second])
+        assert second.answer.result().body["total"] == 1500
     finally:
         ours.close()
         theirs.close()

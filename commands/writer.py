@@ -50,7 +50,11 @@ from commands.reads import read_connection
 
 
 DEFAULT_MAX_BATCH = 64
-DEFAULT_HELD = 20_000
+# Aggregates held: the hot ones (stock items, products) stay; an order placed a few
+# seconds ago is read again in one query if it is paid. More would cost more than the
+# reads they save: every held object is walked by each full garbage collection (hot
+# orders at 32 clients, 30,000 placed: p99 164 ms holding 20,000, 78 ms holding 2,000).
+DEFAULT_HELD = 2_000
 REPORT_FRESH_S = 0.01  # a commit's tail stands for the next batch's look this long
 CONTENDED_S = 2.0  # after a conflict with another process, lock first for this long
 

@@ -8,8 +8,9 @@ import re
 from tests.api_support import Api
 from tests.test_api_distributors import network
 
-# Path parameters naming things no distributor owns (the catalog, carriers, coupons).
-SHARED = {"sku": "TEA", "carrier": "SF", "code": "WELCOME"}
+# Path parameters naming things no distributor owns (the catalog, carriers, coupons, and
+# webhook endpoints: those are the admin's, refused to every other role whatever the id).
+SHARED = {"sku": "TEA", "carrier": "SF", "code": "WELCOME", "webhook_id": "WH-1"}
 
 
 def earn_and_withdraw(api: Api, distributor_id: str, withdrawal_id: str) -> None:

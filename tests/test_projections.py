@@ -12,7 +12,7 @@ from sqlalchemy.exc import NoResultFound
 
 from commands import Fenxiao
 from commands.app import CommandContext
-from commands.storage import parked_events, tracking
+from commands.storage import parked_events
 from domain.accruals import LineCommission
 from domain.aftersales import Case
 from domain.stock import StockItem

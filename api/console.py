@@ -39,6 +39,7 @@ from uuid import UUID
 from flask import (Blueprint, Flask, Response, current_app, g, make_response, redirect,
                    render_template, request, session, url_for)
 from flask.sessions import SecureCookieSessionInterface
+from flask_babel import Babel
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import func, select
@@ -106,7 +107,13 @@ CSP = ("default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none
 def register(flask: Flask) -> None:
     """Outside the JSON API and its OpenAPI document: a plain Flask blueprint."""
     flask.session_interface = ConsoleSessions()
+    Babel(flask, locale_selector=console_locale)  # `_()` in every template
     flask.register_blueprint(blp)
+
+
+def console_locale() -> str:
+    """The language the console answers in."""
+    return "en"
 
 
 # -- the session cookie -----------------------------------------------------------------

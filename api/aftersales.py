@@ -153,6 +153,9 @@ def receive(body: dict[str, Any], case_id: str) -> Any:
 @requires("admin", "operator")
 @blp.arguments(CaseRefundIn)
 @blp.response(200, CaseReply)
+@blp.alt_response(202, schema=CaseReply, description="The first of two approvals (the "
+                  "amount is above FENXIAO_FOUR_EYES_MIN): another token's refund with the "
+                  "same amount and reference pays it")
 def refund(body: dict[str, Any], case_id: str) -> Any:
     app = fenxiao()
     amount = require_currency(body["amount"], app.settings.currency, "amount")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from flask import g
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.routing import BaseConverter
@@ -18,12 +19,13 @@ from commands.messages import (ApplyDistributor, ApproveDistributor, ApproveWith
                                ChangeUpline, RejectDistributor, RejectWithdrawal,
                                ReinstateDistributor, RequestWithdrawal, SetCommissionRule,
                                SuspendDistributor)
+from domain.approvals import AWAITING
 from domain.errors import NotFound
 from domain.ledger import Withdrawal
 from projections.commissions import CommissionsProjection, commissions_of
 from projections.distributors import (DistributorsProjection, commission_rules_in_force,
-                                      direct_downline, get_distributor)
-from projections.ledger import LedgerProjection, earnings_of
+                                      direct_downline, get_distributor, list_distributors)
+from projections.ledger import LedgerProjection, earnings_of, list_withdrawals
 
 owned_by("withdrawal_id", lambda app, withdrawal_id: (
     found.distributor_id if (found := app.find(Withdrawal.create_id(withdrawal_id)))
@@ -173,7 +175,53 @@ class WithdrawalOut(Schema):
     amount = fields.Nested(MoneySchema)
     status = fields.String()
     payment_reference = fields.String(allow_none=True)
+    approvals = fields.List(fields.String())  # who approved it so far, in order
     position = fields.Integer(allow_none=True)  # null when nothing was recorded
+
+
+DISTRIBUTOR_STATUSES = ("pending", "active", "suspended", "rejected")
+WITHDRAWAL_STATUSES = ("requested", AWAITING, "paid", "rejected")
+
+
+class DistributorQuery(PageQuery):
+    status = Str(load_default=None, validate=validate.OneOf(DISTRIBUTOR_STATUSES))
+    upline_id = Id(load_default=None)
+
+
+class DistributorListed(Schema):
+    distributor_id = fields.String()
+    name = fields.String()
+    status = fields.String()
+    referral_code = fields.String(allow_none=True)
+    upline_id = fields.String(allow_none=True)
+    applied_at = fields.DateTime()
+
+
+class DistributorList(Schema):
+    items = fields.List(fields.Nested(DistributorListed))
+    next_cursor = fields.String(allow_none=True)
+
+
+class WithdrawalQuery(PageQuery):
+    status = Str(load_default=None, validate=validate.OneOf(WITHDRAWAL_STATUSES))
+    distributor_id = Id(load_default=None)
+
+
+class WithdrawalListed(Schema):
+    withdrawal_id = fields.String()
+    distributor_id = fields.String()
+    amount = fields.Integer()
+    currency = fields.String()
+    status = fields.String()
+    requested_at = fields.DateTime()
+    payment_reference = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    approvals = fields.List(fields.String())
+
+
+class WithdrawalList(Schema):
+    items = fields.List(fields.Nested(WithdrawalListed))
+    next_cursor = fields.String(allow_none=True)
 
 
 # -- commands -------------------------------------------------------------------------
@@ -249,15 +297,17 @@ def request_withdrawal(body: dict[str, Any], distributor_id: str) -> Any:
 
 
 @blp.route("/withdrawals/<withdrawal_id>/approve", methods=["POST"])
-@requires("admin")
+@requires("admin", "operator")
 @blp.arguments(PaymentIn)
 @blp.response(200, WithdrawalOut)
+@blp.alt_response(202, schema=WithdrawalOut, description="The first of two approvals (the "
+                  "amount is above FENXIAO_FOUR_EYES_MIN): another token's approval pays it")
 def approve_withdrawal(body: dict[str, Any], withdrawal_id: str) -> Any:
     return run_command(ApproveWithdrawal(withdrawal_id, body["payment_reference"]))
 
 
 @blp.route("/withdrawals/<withdrawal_id>/reject", methods=["POST"])
-@requires("admin")
+@requires("admin", "operator")
 @blp.arguments(ReasonIn)
 @blp.response(200, WithdrawalOut)
 def reject_withdrawal(body: dict[str, Any], withdrawal_id: str) -> Any:
@@ -328,6 +378,46 @@ def commissions(query: dict[str, Any], distributor_id: str) -> Any:
     for item in body["items"]:
         del item["cursor"]
     return query_response(body, position)
+
+
+@blp.route("/distributors", methods=["GET"])
+@requires(*STAFF)
+@blp.arguments(DistributorQuery, location="query")
+@blp.response(200, DistributorList)
+def distributors_list(query: dict[str, Any]) -> Any:
+    """The review queue (`status=pending`) and the network, oldest application first."""
+    with reading() as conn:
+        position = read_position([DistributorsProjection.name], query["min_position"])
+        rows = list_distributors(conn, query["status"], query["upline_id"],
+                                 decode_cursor(query["cursor"], datetime, str),
+                                 query["limit"] + 1)
+    return query_response(page(rows, query["limit"],
+                               lambda d: [d["applied_at"], d["distributor_id"]]), position)
+
+
+@blp.route("/withdrawals", methods=["GET"])
+@requires(*STAFF, "distributor")
+@blp.arguments(WithdrawalQuery, location="query")
+@blp.response(200, WithdrawalList)
+def withdrawals_list(query: dict[str, Any]) -> Any:
+    """The payout queue, oldest request first; a distributor's token sees its own only
+    (another's id as the filter finds nothing, as GET /orders does)."""
+    principal = g.principal
+    with reading() as conn:
+        position = read_position([LedgerProjection.name], query["min_position"])
+        rows = withdrawal_page(conn, query, principal.distributor_id
+                               if principal.role == "distributor" else None)
+    return query_response(rows, position)
+
+
+def withdrawal_page(conn: Any, query: dict[str, Any], own: str | None) -> dict[str, Any]:
+    """A page of GET /withdrawals (the console's payout queue too)."""
+    distributor_id = query["distributor_id"]
+    if own is not None and distributor_id not in (None, own):
+        return {"items": [], "next_cursor": None}
+    rows = list_withdrawals(conn, query["status"], own or distributor_id,
+                            decode_cursor(query["cursor"], datetime, str), query["limit"] + 1)
+    return page(rows, query["limit"], lambda w: [w["requested_at"], w["withdrawal_id"]])
 
 
 @blp.route("/commission-rules", methods=["GET"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from commands.app import _current_context
+from commands.app import Pending, current_actor
 from commands.ledger import Postings
 from commands.fulfilment import shipment_view
 from commands.orders import (SECONDS_PER_DAY, OrderService, _candidates, _distinct, _reserve,
@@ -27,10 +27,6 @@ from domain.errors import Duplicate, InvalidCommand
 from domain.fulfilment import Shipment, ShipmentPlan, plan_shipments, shipment_id_for
 from domain.ledger import refund_lines
 from domain.orders import AmountMismatch, Order
-
-
-def _actor() -> str:
-    return _current_context.get().actor
 
 
 class AfterSalesService(OrderService):
@@ -47,7 +43,7 @@ class AfterSalesService(OrderService):
         at = self.clock()
         lines = [(sku, quantity) for sku, quantity in lines]
         case = Case.request(case_id, order_id, order.distributor_id, type, lines, reason,
-                            amount_minor, order.currency, _actor(), at)
+                            amount_minor, order.currency, current_actor(), at)
         if amount_minor is not None:  # the cap its refund will have (refund_case)
             paid = sum(_share(order.line_of(sku)["paid_minor"], quantity,
                               order.line_of(sku)["quantity"]) for sku, quantity in lines)
@@ -61,14 +57,14 @@ class AfterSalesService(OrderService):
 
     def approve_case(self, case_id: str, reason: str | None = None) -> dict[str, Any]:
         case = self.case(case_id)
-        case.approve(_actor(), self.clock(), reason)
+        case.approve(current_actor(), self.clock(), reason)
         return {**case_view(case), "position": self.record(case)}
 
     def reject_case(self, case_id: str, reason: str | None = None) -> dict[str, Any]:
         """A rejected case gives its quantities back to the order for later cases."""
         case = self.case(case_id)
         at = self.clock()
-        case.reject(_actor(), at, reason)
+        case.reject(current_actor(), at, reason)
         order = self.load(Order.create_id(case.order_id), f"order {case.order_id}")
         order.release_case(case_id, at)
         return {**case_view(case), "position": self.record(case, order)}
@@ -77,7 +73,7 @@ class AfterSalesService(OrderService):
         """The goods are back in `warehouse_id`: restocked there, or scrapped."""
         case = self.case(case_id)
         self.warehouse(warehouse_id)  # 404 for an unknown warehouse
-        case.receive(warehouse_id, restock, _actor(), self.clock())
+        case.receive(warehouse_id, restock, current_actor(), self.clock())
         changed: list[Any] = [case]
         if restock:
             for line in case.lines:
@@ -110,6 +106,10 @@ class AfterSalesService(OrderService):
         reference = refund_reference.strip()
         if not reference:
             raise InvalidCommand("a refund reference is required", field="refund_reference")
+        if case.needs_second_approval(amount_minor, reference, current_actor(),
+                                      self.settings.four_eyes_min_minor):
+            case.approve_refund(amount_minor, reference, current_actor(), at)
+            return Pending(case_view(case), position=self.record(case))
         pays_as_refund = case.type != "compensation" or \
             self.settings.compensation_reverses_commission
         for line, share in zip(lines, splits):
@@ -119,7 +119,7 @@ class AfterSalesService(OrderService):
                 order.compensate(line["line_no"], share, reference, at)
         case.refund(amount_minor, reference,
                     [{"line_no": line["line_no"], "sku": line["sku"], "amount_minor": share}
-                     for line, share in zip(lines, splits)], _actor(), at, sum(caps))
+                     for line, share in zip(lines, splits)], current_actor(), at, sum(caps))
         held_back = self._hold_back(case, order, at) \
             if case.type == "refund_only" and not order.is_dispatched() else []
         postings = Postings(self, at)
@@ -195,13 +195,13 @@ class AfterSalesService(OrderService):
                                      tuple(sorted(lines)))]
         shipments = [Shipment.create(plan, case.type, case_id, region, at)
                      for plan in shipping]
-        case.ship([plan.as_dict() for plan in shipping], _actor(), at)
+        case.ship([plan.as_dict() for plan in shipping], current_actor(), at)
         return {**case_view(case, shipments),
                 "position": self.record(*_distinct([case, *shipments, *reserved]))}
 
     def close_case(self, case_id: str) -> dict[str, Any]:
         case = self.case(case_id)
-        case.close(_actor(), self.clock())
+        case.close(current_actor(), self.clock())
         shipments = [self._shipment(sid) for sid in case.shipment_ids]
         return {**case_view(case, shipments), "position": self.record(case)}
 

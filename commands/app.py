@@ -63,6 +63,11 @@ _current_context: contextvars.ContextVar[CommandContext] = contextvars.ContextVa
     "fenxiao_command_context", default=SYSTEM)
 
 
+def current_actor() -> str:
+    """Who runs the command being decided: the token's name (or "system")."""
+    return _current_context.get().actor
+
+
 @dataclass
 class _Touched:
     """The aggregates the running command has loaded and saved: refused or rolled back,
@@ -152,6 +157,17 @@ KEY_FOR_CLEAR_STORE = ("FENXIAO_CIPHER_KEY is set but this store is not encrypte
 class Reply:
     status: int
     body: dict[str, Any]
+
+
+class Pending(dict):  # type: ignore[type-arg]
+    """A command's result that is recorded but not done (the first of two approvals):
+    answered 202 rather than the command's own status."""
+
+    status = 202
+
+
+def reply_to(status: int, result: dict[str, Any]) -> Reply:
+    return Reply(result.status if isinstance(result, Pending) else status, result)
 
 
 def request_fingerprint(method: str, path: str, body: Any) -> str:
@@ -322,7 +338,7 @@ class CoreApp(Application):
                 if key and (stored := self._stored_reply(conn, context, request_hash)):
                     return stored
                 try:
-                    reply = Reply(status, command())
+                    reply = reply_to(status, command())
                 except DomainError as error:
                     refusal = error
                     raise
@@ -420,7 +436,7 @@ class CoreApp(Application):
             if key and self._answered_before(batch, decision):
                 return decision
             try:
-                decision.reply = Reply(ask.status, ask.decide())
+                decision.reply = reply_to(ask.status, ask.decide())
                 decision.keep = bool(key)
             except DomainError as refusal:
                 decision.refusal = refusal

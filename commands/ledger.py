@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
+from commands.app import Pending, current_actor
 from commands.distributors import DistributorService
 from domain.accruals import AccrualBasis, LineCommission
 from domain.commissions import (Accrual, Beneficiary, Forfeit, PaidLine, RuleTerms,
                                 split_commission)
-from domain.errors import InvalidTransition
-from domain.ledger import (JournalEntry, Wallet, Withdrawal, accrual_lines, clawback_lines,
+from domain.errors import Duplicate, InvalidTransition
+from domain.ledger import (JournalEntry, PayoutReference, Wallet, Withdrawal, accrual_lines, clawback_lines,
                            maturity_lines, parse_account, reverse_pending_lines,
                            withdrawal_paid_lines, withdrawal_rejected_lines,
                            withdrawal_request_lines)
@@ -256,14 +257,25 @@ class LedgerService(DistributorService):
                 "position": self.record(withdrawal, *postings.aggregates())}
 
     def approve_withdrawal(self, withdrawal_id: str, payment_reference: str) -> dict[str, Any]:
+        """Pay it (money leaves: withdrawing -> cash), or above the four-eyes threshold
+        record the first approval only; a reference pays one withdrawal, once."""
         withdrawal = self.withdrawal(withdrawal_id)
-        withdrawal.mark_paid(payment_reference, self.clock())
+        withdrawal.approve(current_actor(), payment_reference,
+                           self.settings.four_eyes_min_minor, self.clock())
+        reference = withdrawal.first_approval["reference"] if withdrawal.first_approval \
+            else payment_reference.strip()
+        if self.exists(PayoutReference.create_id(reference)):
+            raise Duplicate(f"payment reference {reference} was already used",
+                            payment_reference=reference)
+        if withdrawal.status != "paid":
+            return Pending(withdrawal_view(withdrawal), position=self.record(withdrawal))
         postings = Postings(self)
         postings.post(f"withdrawal:{withdrawal_id}:paid", "withdrawal_paid",
                       withdrawal_paid_lines(withdrawal.distributor_id, withdrawal.amount_minor),
-                      f"withdrawal {withdrawal_id} paid, reference {payment_reference}")
+                      f"withdrawal {withdrawal_id} paid, reference {reference}")
+        used = PayoutReference(payment_reference=reference, withdrawal_id=withdrawal_id)
         return {**withdrawal_view(withdrawal),
-                "position": self.record(withdrawal, *postings.aggregates())}
+                "position": self.record(withdrawal, used, *postings.aggregates())}
 
     def reject_withdrawal(self, withdrawal_id: str, reason: str) -> dict[str, Any]:
         withdrawal = self.withdrawal(withdrawal_id)
@@ -280,7 +292,15 @@ class LedgerService(DistributorService):
 def withdrawal_view(w: Withdrawal) -> dict[str, Any]:
     return {"withdrawal_id": w.withdrawal_id, "distributor_id": w.distributor_id,
             "amount": {"amount": w.amount_minor, "currency": w.currency},
-            "status": w.status, "payment_reference": w.payment_reference}
+            "status": w.status, "payment_reference": w.payment_reference,
+            "approvals": approvals_of(w)}
+
+
+def approvals_of(w: Withdrawal) -> list[str]:
+    """Who approved it so far: the first of two, or the one or two who paid it."""
+    if w.approved_by:
+        return list(w.approved_by)
+    return [w.first_approval["actor"]] if w.first_approval else []
 
 
 def _beneficiary(d: Any) -> Beneficiary:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_SQLITE_PATH = Path("var") / "fenxiao.db"
 MAX_TOKEN_CACHE_S = 300  # a revoked token never works for longer than this after
@@ -43,9 +44,14 @@ class Settings:
     # `audit verify` says so (not "ok"): a default key everyone knows would prove nothing.
     seal_key: str | None = field(default=None, repr=False)
     console_secret: str | None = None  # signs console cookies; unset: one kept in the store
+    # The merchant's time zone (IANA name): the console shows every instant in it, whoever
+    # reads, so two people looking at one order see one time.
+    timezone: str = "Asia/Shanghai"
     binding_days: int = 0  # 0: a customer stays bound to the first referrer for good
     self_purchase_commission: bool = False
     min_withdrawal_minor: int = 100
+    # A withdrawal or refund above this needs a second person's approval (four eyes).
+    four_eyes_min_minor: int = 50_000
     reservation_timeout_s: int = 1800  # unpaid orders release their stock after this
     return_window_days: int = 7  # an order completes this long after delivery
     commission_freeze_days: int = 7  # commission matures this long after completion
@@ -80,6 +86,7 @@ class Settings:
                             ("return_window_days", 0), ("commission_freeze_days", 0),
                             ("reservation_timeout_s", 1), ("promised_days", 1),
                             ("shipping_fee_minor", 0), ("min_withdrawal_minor", 1),
+                            ("four_eyes_min_minor", 0),
                             ("writer_batch", 0), ("webhook_disable_after_s", 1)):
             if getattr(self, name) < least:
                 raise ValueError(f"setting {name} must be at least {least}, "
@@ -89,6 +96,11 @@ class Settings:
         if not 0 <= self.token_cache_s <= MAX_TOKEN_CACHE_S:  # also refuses NaN
             raise ValueError(f"setting token_cache_s must be within 0..{MAX_TOKEN_CACHE_S} "
                              f"seconds, not {self.token_cache_s}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):  # unknown, or not a zone name at all
+            raise ValueError(f"setting timezone must be an IANA time zone such as "
+                             f"Asia/Shanghai, not {self.timezone!r}") from None
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -99,10 +111,12 @@ class Settings:
             "cipher_key": os.environ.get("FENXIAO_CIPHER_KEY") or None,
             "seal_key": os.environ.get("FENXIAO_SEAL_KEY") or None,
             "console_secret": os.environ.get("FENXIAO_CONSOLE_SECRET") or None,
+            "timezone": os.environ.get("FENXIAO_TIMEZONE", "Asia/Shanghai"),
         }
         for name, key in (("projection_batch_size", "FENXIAO_PROJECTION_BATCH_SIZE"),
                           ("binding_days", "FENXIAO_BINDING_DAYS"),
                           ("min_withdrawal_minor", "FENXIAO_MIN_WITHDRAWAL"),
+                          ("four_eyes_min_minor", "FENXIAO_FOUR_EYES_MIN"),
                           ("reservation_timeout_s", "FENXIAO_RESERVATION_TIMEOUT_S"),
                           ("return_window_days", "FENXIAO_RETURN_WINDOW_DAYS"),
                           ("commission_freeze_days", "FENXIAO_COMMISSION_FREEZE_DAYS"),

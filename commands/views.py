@@ -6,12 +6,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 
+def utc(at: datetime) -> datetime:
+    """Aware, in UTC; a naive time (SQLite gives them back so) is UTC already."""
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+
+
 def iso(at: datetime | None) -> str | None:
-    """UTC, ISO 8601; a naive time (SQLite gives them back so) is UTC already."""
-    if at is None:
-        return None
-    at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
-    return at.isoformat()
+    """UTC, ISO 8601."""
+    return None if at is None else utc(at).isoformat()
 
 
 def money(amount_minor: int | None, currency: str) -> dict[str, Any] | None:

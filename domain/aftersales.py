@@ -31,13 +31,14 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.approvals import AWAITING, check_second, first_approval, needs_two
 from domain.checks import ensure
 from domain.errors import DomainError, InvalidCommand, InvalidTransition
 from domain.ids import natural_id
 
 TYPES = ("refund_only", "return_refund", "exchange", "repair", "compensation")
-STATUSES = ("requested", "approved", "rejected", "received", "refunded", "exchanged",
-            "repaired", "compensated", "closed")
+STATUSES = ("requested", "approved", "rejected", "received", AWAITING, "refunded",
+            "exchanged", "repaired", "compensated", "closed")
 RETURNS = ("return_refund", "exchange", "repair")  # goods come back to a warehouse
 # Types whose quantities are taken from the order for good (counted against later cases).
 TAKES_GOODS = ("refund_only", "return_refund", "exchange")
@@ -112,6 +113,7 @@ class Case(Aggregate):
         self.received_at_warehouse: str | None = None
         self.shipment_ids: list[str] = []
         self.history = [{"status": "requested", "at": at, "actor": actor}]
+        self.refund_approval: dict[str, Any] | None = None
 
     def _require(self, statuses: Sequence[str], doing: str,
                  types: Sequence[str] = TYPES) -> None:
@@ -186,13 +188,42 @@ class Case(Aggregate):
         return shares
 
     def require_refundable(self) -> None:
-        """InvalidTransition unless the case is where its type is paid back."""
+        """InvalidTransition unless the case is where its type is paid back (or waits
+        for the second approval of its refund)."""
+        if self.status == AWAITING:
+            return
         if self.type == "compensation":
             self._require(("approved",), "compensated")
         elif self.type == "refund_only":
             self._require(("approved",), "refunded")
         else:
             self._require(("received",), "refunded", ("return_refund", "exchange"))
+
+    def needs_second_approval(self, amount_minor: int, reference: str, actor: str,
+                              four_eyes_min_minor: int) -> bool:
+        """Four eyes (domain/approvals.py): True when this refund must first be approved
+        by `actor` and then by someone else; refused when it is that second approval but
+        from the same person or for another amount or reference."""
+        if self.status == AWAITING:
+            check_second(self.refund_approval, actor, amount_minor, reference.strip(),
+                         f"the refund of case {self.case_id}")
+            return False
+        return needs_two(amount_minor, four_eyes_min_minor)
+
+    def approve_refund(self, amount_minor: int, reference: str, actor: str,
+                       at: datetime) -> None:
+        """The first of two approvals of a refund above the four-eyes threshold."""
+        self.require_refundable()
+        if not reference.strip():
+            raise InvalidCommand("a refund reference is required", field="refund_reference")
+        self._refund_approved(amount_minor=amount_minor, reference=reference.strip(),
+                              actor=actor, at=at)
+
+    @event("CaseRefundApproved")
+    def _refund_approved(self, amount_minor: int, reference: str, actor: str,
+                         at: datetime) -> None:
+        self.refund_approval = first_approval(actor, amount_minor, reference)
+        self._move(AWAITING, actor, at)
 
     def refund(self, amount_minor: int, reference: str, line_refunds: list[dict[str, Any]],
                actor: str, at: datetime, refundable_minor: int) -> None:

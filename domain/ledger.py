@@ -14,6 +14,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.approvals import AWAITING, check_second, first_approval, needs_two
 from domain.errors import DomainError, InvalidCommand, InvalidTransition
 from domain.ids import natural_id
 
@@ -218,25 +219,59 @@ class Withdrawal(Aggregate):
         self.status = "requested"
         self.payment_reference: str | None = None
         self.reason: str | None = None
+        self.first_approval: dict[str, Any] | None = None
+        self.approved_by: list[str] = []
 
-    def _require_requested(self) -> None:
-        if self.status != "requested":
+    def _require_undecided(self) -> None:
+        if self.status not in ("requested", AWAITING):
             raise InvalidTransition(f"withdrawal {self.withdrawal_id} is already "
                                     f"{self.status}", status=self.status)
 
-    def mark_paid(self, payment_reference: str, at: datetime) -> None:
-        self._require_requested()
-        if not payment_reference.strip():
+    def approve(self, actor: str, payment_reference: str, four_eyes_min_minor: int,
+                at: datetime) -> None:
+        """Pay it, or above the four-eyes threshold record the first of two approvals
+        (domain/approvals.py); the second, by someone else, pays it."""
+        self._require_undecided()
+        reference = payment_reference.strip()
+        if not reference:
             raise InvalidCommand("a payment reference is required", field="payment_reference")
-        self._paid(payment_reference=payment_reference, at=at)
+        if self.status == AWAITING:
+            check_second(self.first_approval, actor, self.amount_minor, reference,
+                         f"withdrawal {self.withdrawal_id}")
+            self._paid(payment_reference=reference, at=at,
+                       approved_by=[self.first_approval["actor"], actor])
+        elif needs_two(self.amount_minor, four_eyes_min_minor):
+            self._approved(actor=actor, payment_reference=reference, at=at)
+        else:
+            self._paid(payment_reference=reference, at=at, approved_by=[actor])
 
-    @event("WithdrawalPaid")
-    def _paid(self, payment_reference: str, at: datetime) -> None:
+    @event("WithdrawalApproved")
+    def _approved(self, actor: str, payment_reference: str, at: datetime) -> None:
+        self.status = AWAITING
+        self.first_approval = first_approval(actor, self.amount_minor, payment_reference)
+
+    class WithdrawalPaid(Aggregate.Event):
+        """Version 2 names who approved it (one person, or two above the four-eyes
+        threshold); version 1 events read as no names (the command log has the actor)."""
+
+        payment_reference: str
+        at: datetime
+        approved_by: list[str]
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["approved_by"] = []
+
+    @event(WithdrawalPaid)
+    def _paid(self, payment_reference: str, at: datetime, approved_by: list[str]) -> None:
         self.status = "paid"
         self.payment_reference = payment_reference
+        self.approved_by = list(approved_by)
 
     def reject(self, reason: str, at: datetime) -> None:
-        self._require_requested()
+        """Also after a first approval: a second person who disagrees refuses it."""
+        self._require_undecided()
         if not reason.strip():
             raise InvalidCommand("a reason is required", field="reason")
         self._rejected(reason=reason, at=at)
@@ -245,3 +280,16 @@ class Withdrawal(Aggregate):
     def _rejected(self, reason: str, at: datetime) -> None:
         self.status = "rejected"
         self.reason = reason
+
+
+class PayoutReference(Aggregate):
+    """Index: a payment reference pays one withdrawal, once; a second use collides here."""
+
+    @staticmethod
+    def create_id(payment_reference: str) -> UUID:
+        return natural_id("payout_reference", payment_reference.strip())
+
+    @event("PayoutReferenceUsed")
+    def __init__(self, payment_reference: str, withdrawal_id: str) -> None:
+        self.payment_reference = payment_reference.strip()
+        self.withdrawal_id = withdrawal_id

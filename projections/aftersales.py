@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from commands.orders import iso
 from commands.storage import BIGINT, metadata
+from domain.approvals import AWAITING
 from domain.aftersales import Case
 from projections.batching import FoldingProjection, Rows
 
@@ -25,7 +26,7 @@ cases = Table(
     Column("order_id", String(64), nullable=False, index=True),
     Column("distributor_id", String(64), nullable=True),
     Column("type", String(20), nullable=False),
-    Column("status", String(20), nullable=False),
+    Column("status", String(40), nullable=False),
     Column("reason", Text, nullable=False),
     Column("amount_minor", BIGINT, nullable=True),
     Column("refunded_minor", BIGINT, nullable=False),
@@ -92,6 +93,7 @@ class AfterSalesProjection(FoldingProjection):
         Case.CaseApproved: _moved("approved"),
         Case.CaseRejected: _moved("rejected"),
         Case.CaseGoodsReceived: _moved("received"),
+        Case.CaseRefundApproved: _moved(AWAITING),  # the first of two approvals
         Case.CaseRefunded: _moved(None),
         Case.CaseShipped: _moved(None),
         Case.CaseClosed: _moved("closed"),

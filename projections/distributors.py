@@ -3,11 +3,13 @@ rules in force. Every new customer is bound here, so a batch is folded into rows
 written with a few statements (projections/batching.py)."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, select
+from sqlalchemy import Column, DateTime, Index, Integer, String, Table, func, select, tuple_
 from sqlalchemy.engine import Connection
 
+from commands.views import iso, utc
 from commands.storage import metadata, upsert
 from commands.views import rule_view
 from domain.commissions import CommissionRules
@@ -25,6 +27,7 @@ distributors = Table(
     Column("upline_id", String(64), nullable=True, index=True),
     Column("downline_count", Integer, nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
+    Index("rm_distributors_queue_idx", "status", "applied_at", "distributor_id"),
 )
 
 bindings = Table(
@@ -174,6 +177,29 @@ def direct_downline(conn: Connection, distributor_id: str, after: str | None,
     if after is not None:
         query = query.where(distributors.c.distributor_id > after)
     return [_distributor_view(r) for r in conn.execute(query)]
+
+
+def list_distributors(conn: Connection, status: str | None, upline_id: str | None,
+                      after: list[str] | None, limit: int) -> list[dict[str, Any]]:
+    """The review queue and the network: oldest application first."""
+    d = distributors.c
+    query = select(distributors).order_by(d.applied_at, d.distributor_id).limit(limit)
+    if status is not None:
+        query = query.where(d.status == status)
+    if upline_id is not None:
+        query = query.where(d.upline_id == upline_id)
+    if after is not None:
+        at, distributor_id = after
+        query = query.where(tuple_(d.applied_at, d.distributor_id)
+                            > tuple_(utc(datetime.fromisoformat(at)), distributor_id))
+    return [{"distributor_id": r.distributor_id, "name": r.name, "status": r.status,
+             "referral_code": r.referral_code, "upline_id": r.upline_id,
+             "applied_at": iso(r.applied_at)} for r in conn.execute(query)]
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    return dict(conn.execute(select(distributors.c.status, func.count())
+                             .group_by(distributors.c.status)).all())
 
 
 def commission_rules_in_force(conn: Connection) -> list[dict[str, Any]]:

@@ -5,12 +5,16 @@ Busy (a paid order posts an entry, each commission level several), so a batch is
 into a few set-based statements rather than a handful of statements per entry."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Sequence
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, Text, select
+from sqlalchemy import (JSON, Column, DateTime, Index, Integer, String, Table, Text, func,
+                        select, tuple_)
 from sqlalchemy.engine import Connection
 
+from commands.views import iso, utc
 from commands.storage import BIGINT as MINOR, metadata
+from domain.approvals import AWAITING
 from domain.ledger import JournalEntry, Withdrawal, parse_account
 from projections.base import Projection
 from projections.batching import Rows, insert
@@ -52,17 +56,20 @@ withdrawals = Table(
     Column("distributor_id", String(64), nullable=False, index=True),
     Column("amount_minor", MINOR, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("status", String(20), nullable=False),
+    Column("status", String(40), nullable=False),
     Column("payment_reference", String(200), nullable=True),
     Column("reason", Text, nullable=True),
     Column("requested_at", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("approvals", JSON, nullable=True),  # who approved so far (null: nobody)
+    Index("rm_withdrawals_queue_idx", "status", "requested_at", "withdrawal_id"),
 )
 
 # kind of entry -> the earnings figure (besides the balances) that its lines move
 _KIND_FIGURE = {"accrual": "lifetime_earned", "reversal": "reversed", "clawback": "reversed",
                 "withdrawal_paid": "paid_out"}
-_DECISIONS = {Withdrawal.WithdrawalPaid: "paid", Withdrawal.WithdrawalRejected: "rejected"}
+_DECISIONS = {Withdrawal.WithdrawalApproved: AWAITING, Withdrawal.WithdrawalPaid: "paid",
+              Withdrawal.WithdrawalRejected: "rejected"}
 
 
 class _Batch:
@@ -105,7 +112,7 @@ class _Batch:
             "withdrawal_id": e.withdrawal_id, "withdrawal_uuid": str(e.originator_id),
             "distributor_id": e.distributor_id, "amount_minor": e.amount_minor,
             "currency": e.currency, "status": "requested", "payment_reference": None,
-            "reason": None, "requested_at": e.at, "decided_at": None})
+            "reason": None, "requested_at": e.at, "decided_at": None, "approvals": None})
 
     def decided_withdrawal(self, e: Any) -> None:
         self.decided.append(e)  # applied in write(), once the batch's withdrawals are read
@@ -123,16 +130,23 @@ class _Batch:
         self.withdrawals.load(conn, [str(e.originator_id) for e in self.decided],
                               "withdrawal_uuid")
         for e in self.decided:  # a withdrawal requested earlier, or in this batch
+            status, changes = _DECISIONS[type(e)], {}
+            if status == AWAITING:  # the first of two approvals: nothing decided yet
+                changes["approvals"] = [e.actor]
+            else:
+                changes.update(decided_at=e.at, reason=getattr(e, "reason", None),
+                               payment_reference=getattr(e, "payment_reference", None))
+            if type(e) is Withdrawal.WithdrawalPaid and e.approved_by:
+                changes["approvals"] = list(e.approved_by)
             self.withdrawals.update(conn, str(e.originator_id), "withdrawal_uuid",
-                                    status=_DECISIONS[type(e)], decided_at=e.at,
-                                    payment_reference=getattr(e, "payment_reference", None),
-                                    reason=getattr(e, "reason", None))
+                                    status=status, **changes)
         self.withdrawals.write(conn)
 
 
 _FOLD = {
     JournalEntry.EntryPosted: _Batch.posted,
     Withdrawal.WithdrawalRequested: _Batch.requested_withdrawal,
+    Withdrawal.WithdrawalApproved: _Batch.decided_withdrawal,
     Withdrawal.WithdrawalPaid: _Batch.decided_withdrawal,
     Withdrawal.WithdrawalRejected: _Batch.decided_withdrawal,
 }
@@ -159,3 +173,30 @@ def earnings_of(conn: Connection, distributor_id: str, currency: str) -> dict[st
                                               earnings.c.currency == currency)).first()
     figures = {name: (getattr(row, name) if row else 0) for name in EARNING_FIELDS}
     return {"distributor_id": distributor_id, "currency": currency, **figures}
+
+
+def list_withdrawals(conn: Connection, status: str | None, distributor_id: str | None,
+                     after: list[str] | None, limit: int) -> list[dict[str, Any]]:
+    """The payout queue: oldest request first."""
+    w = withdrawals.c
+    query = select(withdrawals).order_by(w.requested_at, w.withdrawal_id).limit(limit)
+    if status is not None:
+        query = query.where(w.status == status)
+    if distributor_id is not None:
+        query = query.where(w.distributor_id == distributor_id)
+    if after is not None:
+        at, withdrawal_id = after
+        query = query.where(tuple_(w.requested_at, w.withdrawal_id)
+                            > tuple_(utc(datetime.fromisoformat(at)), withdrawal_id))
+    return [{"withdrawal_id": r.withdrawal_id, "distributor_id": r.distributor_id,
+             "amount": r.amount_minor, "currency": r.currency, "status": r.status,
+             "requested_at": iso(r.requested_at), "payment_reference": r.payment_reference,
+             "reason": r.reason, "approvals": list(r.approvals or [])}
+            for r in conn.execute(query)]
+
+
+def withdrawal_counts(conn: Connection, distributor_id: str | None = None) -> dict[str, int]:
+    query = select(withdrawals.c.status, func.count()).group_by(withdrawals.c.status)
+    if distributor_id is not None:
+        query = query.where(withdrawals.c.distributor_id == distributor_id)
+    return dict(conn.execute(query).all())

@@ -590,7 +590,8 @@ def make_machine(url: str, compensation_reverses: bool) -> type[RuleBasedStateMa
                 database_url=url, shipping_fee_minor=SHIPPING_FEE,
                 free_shipping_min_minor=FREE_SHIPPING_MIN, rate_limit=None,
                 auth_failure_limit=None,
-                compensation_reverses_commission=compensation_reverses))
+                compensation_reverses_commission=compensation_reverses,
+                four_eyes_min_minor=10**12))  # one approver: four eyes has its own tests
             self.app.clock = lambda: self.model.now
             self.projections = [CommissionsProjection(), LedgerProjection(),
                                 OrdersProjection(), AfterSalesProjection()]
@@ -1091,7 +1092,7 @@ def make_machine(url: str, compensation_reverses: bool) -> type[RuleBasedStateMa
             w = data.draw(st.sampled_from(sorted(self.model.withdrawals)))
             withdrawal = self.model.withdrawals[w]
             refusals = () if withdrawal.status == "requested" else {"invalid_transition"}
-            decided = self.run(lambda: self.app.approve_withdrawal(w, "BANK") if pay else
+            decided = self.run(lambda: self.app.approve_withdrawal(w, f"BANK-{w}") if pay else
                                self.app.reject_withdrawal(w, "checked"), refusals)
             if decided:
                 withdrawal.status = "paid" if pay else "rejected"

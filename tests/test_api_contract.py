@@ -75,6 +75,7 @@ GET /distributors/{distributor_id}; GET /distributors/{distributor_id}/downline;
 GET /distributors/{distributor_id}/earnings; GET /distributors/{distributor_id}/commissions;
 POST /commission-rules; GET /commission-rules; POST /distributors/{distributor_id}/withdrawals;
 POST /withdrawals/{withdrawal_id}/approve; POST /withdrawals/{withdrawal_id}/reject;
+GET /distributors; GET /withdrawals;
 POST /orders; POST /orders/{order_id}/payments; POST /orders/{order_id}/cancel;
 GET /orders/{order_id}; GET /orders; POST /shipments/{shipment_id}/pick;
 POST /shipments/{shipment_id}/pack; POST /shipments/{shipment_id}/dispatch; POST /carriers;

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from sqlalchemy import func, select
 
 from commands import Fenxiao
+from commands.app import CommandContext
 from commands.settings import Settings
 from domain.errors import DomainError
 from domain.ledger import parse_account
@@ -27,6 +28,8 @@ from tests.conftest import wipe
 
 IDS = [f"D{n}" for n in range(6)]
 MIN_WITHDRAWAL = Settings(database_url="").min_withdrawal_minor
+FOUR_EYES_MIN = 2_000  # withdrawals above it need two approvers
+APPROVERS = ("operator-a", "operator-b")
 BP = 10_000
 
 
@@ -48,6 +51,7 @@ class WithdrawalModel:
     who: str
     amount: int
     status: str = "requested"
+    first_approver: str | None = None  # above the four-eyes threshold, once approved
 
 
 class Model:
@@ -127,7 +131,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         @initialize()
         def setup(self) -> None:
             wipe(url)
-            self.app = Fenxiao(Settings(database_url=url))
+            self.app = Fenxiao(Settings(database_url=url, four_eyes_min_minor=FOUR_EYES_MIN))
             self.runner = ProjectionRunner(self.app, [LedgerProjection()], batch_size=50)
             self.model = Model()
             for n, distributor_id in enumerate(IDS):
@@ -142,11 +146,13 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             if hasattr(self, "app"):
                 self.app.close()
 
-        def run(self, command, refused: str | None = None) -> dict | None:
-            """Run `command`; `refused` is the code the model predicts (None: accepted)."""
+        def run(self, command, refused: str | None = None,
+                actor: str = "system") -> dict | None:
+            """Run `command` as `actor`; `refused` is the code the model predicts (None:
+            accepted)."""
             before = self.app.last_position()
             try:
-                body = self.app.execute(command).body
+                body = self.app.execute(command, context=CommandContext(actor=actor)).body
             except DomainError as error:
                 assert error.code == refused, f"refused ({error.code}); model: {refused}"
                 assert self.app.last_position() == before  # refused: nothing recorded
@@ -230,21 +236,35 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 self.model.withdrawals[body["withdrawal_id"]] = WithdrawalModel(who, amount)
                 self.model.move(who, "available", "withdrawing", amount)
 
-        @rule(data=st.data(), pay=st.booleans())
-        def decide(self, data: st.DataObject, pay: bool) -> None:
+        @rule(data=st.data(), pay=st.booleans(), actor=st.sampled_from(APPROVERS))
+        def decide(self, data: st.DataObject, pay: bool, actor: str) -> None:
+            """Pay or refuse; above the threshold a payout takes two different people
+            (the same one twice is refused), and either may refuse in between."""
             if not self.model.withdrawals:
                 return
             w = data.draw(st.sampled_from(list(self.model.withdrawals)))  # ids are random
             withdrawal = self.model.withdrawals[w]
-            refused = None if withdrawal.status == "requested" else "invalid_transition"
-            if pay:
-                decided = self.run(lambda: self.app.approve_withdrawal(w, "BANK"), refused)
-            else:
-                decided = self.run(lambda: self.app.reject_withdrawal(w, "checked"), refused)
-            if decided:
-                withdrawal.status = "paid" if pay else "rejected"
-                self.model.move(withdrawal.who, "withdrawing", None if pay else "available",
-                                withdrawal.amount)
+            undecided = withdrawal.status in ("requested", "awaiting_second_approval")
+            refused = None if undecided else "invalid_transition"
+            if not pay:
+                if self.run(lambda: self.app.reject_withdrawal(w, "checked"), refused, actor):
+                    withdrawal.status = "rejected"
+                    self.model.move(withdrawal.who, "withdrawing", "available",
+                                    withdrawal.amount)
+                return
+            if undecided and withdrawal.first_approver == actor:
+                refused = "second_approver_required"
+            body = self.run(lambda: self.app.approve_withdrawal(w, f"BANK-{w}"), refused, actor)
+            if not body:
+                return
+            if withdrawal.status == "requested" and withdrawal.amount > FOUR_EYES_MIN:
+                assert body["status"] == "awaiting_second_approval"
+                withdrawal.status, withdrawal.first_approver = body["status"], actor
+                return
+            assert body["status"] == "paid"
+            assert body["approvals"] == [a for a in (withdrawal.first_approver, actor) if a]
+            withdrawal.status = "paid"
+            self.model.move(withdrawal.who, "withdrawing", None, withdrawal.amount)
 
         @invariant()
         def wallets_hold_what_the_model_says(self) -> None:

@@ -131,8 +131,9 @@ class _Batch:
                               "withdrawal_uuid")
         for e in self.decided:  # a withdrawal requested earlier, or in this batch
             status, changes = _DECISIONS[type(e)], {}
-            if status == AWAITING:  # the first of two approvals: nothing decided yet
-                changes["approvals"] = [e.actor]
+            if status == AWAITING:  # the first of two approvals: nothing decided yet,
+                changes.update(approvals=[e.actor],  # the reference the second must name
+                               payment_reference=e.payment_reference)
             else:
                 changes.update(decided_at=e.at, reason=getattr(e, "reason", None),
                                payment_reference=getattr(e, "payment_reference", None))
@@ -188,11 +189,20 @@ def list_withdrawals(conn: Connection, status: str | None, distributor_id: str |
         at, withdrawal_id = after
         query = query.where(tuple_(w.requested_at, w.withdrawal_id)
                             > tuple_(utc(datetime.fromisoformat(at)), withdrawal_id))
-    return [{"withdrawal_id": r.withdrawal_id, "distributor_id": r.distributor_id,
-             "amount": r.amount_minor, "currency": r.currency, "status": r.status,
-             "requested_at": iso(r.requested_at), "payment_reference": r.payment_reference,
-             "reason": r.reason, "approvals": list(r.approvals or [])}
-            for r in conn.execute(query)]
+    return [_withdrawal_view(r) for r in conn.execute(query)]
+
+
+def withdrawal_row(conn: Connection, withdrawal_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(withdrawals)
+                       .where(withdrawals.c.withdrawal_id == withdrawal_id)).first()
+    return _withdrawal_view(row) if row else None
+
+
+def _withdrawal_view(r: Any) -> dict[str, Any]:
+    return {"withdrawal_id": r.withdrawal_id, "distributor_id": r.distributor_id,
+            "amount": r.amount_minor, "currency": r.currency, "status": r.status,
+            "requested_at": iso(r.requested_at), "payment_reference": r.payment_reference,
+            "reason": r.reason, "approvals": list(r.approvals or [])}
 
 
 def withdrawal_counts(conn: Connection, distributor_id: str | None = None) -> dict[str, int]:

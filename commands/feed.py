@@ -178,8 +178,21 @@ def _withdrawal_requested(e: Any, _origin: Any) -> dict[str, Any]:
     return _withdrawal(e)
 
 
+def _withdrawal_approved(e: Any, origin: Any) -> dict[str, Any]:
+    return {**_withdrawal(origin), "payment_reference": e.payment_reference,
+            "approved_by": [e.actor]}
+
+
 def _withdrawal_paid(e: Any, origin: Any) -> dict[str, Any]:
-    return {**_withdrawal(origin), "payment_reference": e.payment_reference}
+    return {**_withdrawal(origin), "payment_reference": e.payment_reference,
+            "approved_by": list(e.approved_by)}
+
+
+def _case_refund_approved(e: Any, origin: Any) -> dict[str, Any]:
+    return {"case_id": origin.case_id, "order_id": origin.order_id,
+            "distributor_id": origin.distributor_id, "currency": origin.currency,
+            "amount": e.amount_minor, "refund_reference": e.reference,
+            "approved_by": [e.actor]}
 
 
 def _withdrawal_rejected(e: Any, origin: Any) -> dict[str, Any]:
@@ -201,6 +214,8 @@ PUBLIC_TYPES: dict[type, PublicType] = {
                                              _order_parties),
     Case.CaseRequested: PublicType("aftersales.requested", _case_requested, _order_parties),
     Case.CaseRefunded: PublicType("aftersales.refunded", _case_refunded, _order_parties),
+    Case.CaseRefundApproved: PublicType("aftersales.refund_approved", _case_refund_approved,
+                                        _order_parties),
     LineCommission.CommissionAccrued: PublicType("commission.accrued", _accrued,
                                                  _line_parties),
     LineCommission.CommissionMatured: PublicType("commission.matured", _matured,
@@ -209,6 +224,8 @@ PUBLIC_TYPES: dict[type, PublicType] = {
                                                   _line_parties),
     Withdrawal.WithdrawalRequested: PublicType("withdrawal.requested",
                                                _withdrawal_requested, _order_parties),
+    Withdrawal.WithdrawalApproved: PublicType("withdrawal.approved", _withdrawal_approved,
+                                              _order_parties),
     Withdrawal.WithdrawalPaid: PublicType("withdrawal.paid", _withdrawal_paid,
                                           _order_parties),
     Withdrawal.WithdrawalRejected: PublicType("withdrawal.rejected", _withdrawal_rejected,

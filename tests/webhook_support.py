@@ -115,10 +115,14 @@ def ok(reply: Any, status: int = 200) -> dict[str, Any]:
     return reply.get_json()
 
 
+FOUR_EYES_MIN = 99  # 1.00 yuan: the history's refund and first payout need two people
+
+
 def every_public_event(api: Api) -> None:
     """A shop's history with every public type of the vocabulary in it: D2 (upline D1)
     sells 2 TEA (O-1), delivered; one is returned and refunded; the order completes, its
-    commission matures, D2 withdraws twice (paid, rejected); O-2 is cancelled, O-3
+    commission matures, D2 withdraws twice (paid, rejected); the refund and the payout are
+    approved by two people (above the four-eyes threshold); O-2 is cancelled, O-3
     expires, O-4 waits for CUP and is filled when stock arrives."""
     app = the_app(api)
     seed(api)
@@ -147,8 +151,9 @@ def every_public_event(api: Api) -> None:
     ok(api.post("/after-sales/AS-1/approve", role="operator"))
     ok(api.post("/after-sales/AS-1/receive", {"restock": True, "warehouse_id": "W1"},
                 role="warehouse"))
-    ok(api.post("/after-sales/AS-1/refund", {"amount": {"amount": 1999, "currency": "CNY"},
-                                             "refund_reference": "R-1"}, role="operator"))
+    refund = {"amount": {"amount": 1999, "currency": "CNY"}, "refund_reference": "R-1"}
+    ok(api.post("/after-sales/AS-1/refund", refund, role="operator"), 202)  # four eyes:
+    ok(api.post("/after-sales/AS-1/refund", refund, role="admin"))  # a second person pays
     settle(api)  # commission reversed
     for day in (4, 11):  # O-1 completes (and O-3 expires), then its commission matures
         set_clock(api, NOW.replace(day=1, month=12) + timedelta(days=day - 1, hours=3))
@@ -156,6 +161,8 @@ def every_public_event(api: Api) -> None:
         settle(api)
     ok(api.post("/distributors/D2/withdrawals", {"amount": {"amount": 100, "currency": "CNY"},
                                                   "withdrawal_id": "WD-1"}), 201)
+    ok(api.post("/withdrawals/WD-1/approve", {"payment_reference": "BANK-1"}, role="operator"),
+       202)
     ok(api.post("/withdrawals/WD-1/approve", {"payment_reference": "BANK-1"}))
     ok(api.post("/distributors/D2/withdrawals", {"amount": {"amount": 100, "currency": "CNY"},
                                                   "withdrawal_id": "WD-2"}), 201)
@@ -180,7 +187,8 @@ def hooks_api_on(db_url: str, worker: bool = True) -> Iterator[Api]:
     from api import create_app
 
     application = Fenxiao(Settings(database_url=db_url, rate_limit=None,
-                                   auth_failure_limit=None, webhook_allow_private=True))
+                                   auth_failure_limit=None, webhook_allow_private=True,
+                                   four_eyes_min_minor=FOUR_EYES_MIN))
     flask = create_app(application.settings, application=application, start_worker=worker)
     yield Api(flask.test_client(), application.engine)
     if worker:

@@ -81,6 +81,12 @@ class CaseHistoryOut(Schema):
     actor = fields.String()
 
 
+class RefundApprovalOut(Schema):
+    amount = fields.Integer()
+    refund_reference = fields.String()
+    approved_by = fields.List(fields.String())
+
+
 class CaseOut(Schema):
     case_id = fields.String()
     order_id = fields.String()
@@ -92,6 +98,8 @@ class CaseOut(Schema):
     refunded = fields.Integer()
     currency = fields.String()
     history = fields.List(fields.Nested(CaseHistoryOut))
+    # While a refund waits for its second approval: what the second must name (else null).
+    refund_approval = fields.Nested(RefundApprovalOut, allow_none=True)
     # An exchange's replacement or a repair's return, on the orders' fulfilment path.
     shipments = fields.List(fields.Nested(ShipmentOut))
 

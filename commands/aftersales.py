@@ -20,6 +20,7 @@ from commands.ledger import Postings
 from commands.fulfilment import shipment_view
 from commands.orders import (SECONDS_PER_DAY, OrderService, _candidates, _distinct, _reserve,
                              iso)
+from domain.approvals import AWAITING
 from domain.aftersales import RETURNS, Case, case_shipment_source
 from domain.allocation import plan_allocation, require_covered
 from domain.accruals import RefundExceedsPaid
@@ -212,6 +213,15 @@ def _share(paid_minor: int, quantity: int, of_quantity: int) -> int:
     return -(-paid_minor * quantity // of_quantity)
 
 
+def _refund_approval(case: Case) -> dict[str, Any] | None:
+    """The first approval of a refund waiting for its second (what the second names)."""
+    first = case.refund_approval
+    if case.status != AWAITING or first is None:
+        return None
+    return {"amount": first["amount_minor"], "refund_reference": first["reference"],
+            "approved_by": [first["actor"]]}
+
+
 def case_view(case: Case, shipments: Sequence[Shipment] = ()) -> dict[str, Any]:
     """A case as its commands answer (the GET view adds each shipment's history)."""
     return {"case_id": case.case_id, "order_id": case.order_id, "type": case.type,
@@ -221,6 +231,7 @@ def case_view(case: Case, shipments: Sequence[Shipment] = ()) -> dict[str, Any]:
             "refunded": case.refunded_minor, "currency": case.currency,
             "history": [{"status": h["status"], "at": iso(h["at"]), "actor": h["actor"]}
                         for h in case.history],
+            "refund_approval": _refund_approval(case),
             "shipments": [shipment_view(s) for s in shipments]}
 
 

@@ -33,6 +33,8 @@ cases = Table(
     Column("currency", String(3), nullable=False),
     Column("lines", JSON, nullable=False),  # [{sku, quantity}]
     Column("history", JSON, nullable=False),  # [{status, at (ISO, UTC), actor}]
+    # While a refund waits for its second approval: {amount, refund_reference, approved_by}
+    Column("refund_approval", JSON, nullable=True),
     Column("requested_at", DateTime(timezone=True), nullable=False),
     Index("ix_rm_aftersales_cases_status_requested_at", "status", "requested_at"),
     Index("ix_rm_aftersales_cases_requested_at_case_id", "requested_at", "case_id"),
@@ -66,6 +68,7 @@ def _requested(batch: _Batch, e: Any) -> None:
         "reason": e.reason, "amount_minor": e.amount_minor, "refunded_minor": 0,
         "currency": e.currency, "lines": [dict(x) for x in e.lines],
         "history": [{"status": "requested", "at": iso(e.at), "actor": e.actor}],
+        "refund_approval": None,
         "requested_at": _utc(e.at)})
 
 
@@ -81,8 +84,16 @@ def _moved(status: str | None) -> Any:
             "history": [*row["history"], {"status": to, "at": iso(e.at), "actor": e.actor}]}
         if isinstance(e, Case.CaseRefunded):
             values["refunded_minor"] = row["refunded_minor"] + e.amount_minor
+            values["refund_approval"] = None
+        if isinstance(e, Case.CaseRefundApproved):
+            values["refund_approval"] = refund_approval(e.amount_minor, e.reference, e.actor)
         batch.cases.update(batch.conn, case_uuid, "case_uuid", **values)
     return fold
+
+
+def refund_approval(amount_minor: int, reference: str, actor: str) -> dict[str, Any]:
+    """A refund's first approval as cases show it: what the second must name."""
+    return {"amount": amount_minor, "refund_reference": reference, "approved_by": [actor]}
 
 
 class AfterSalesProjection(FoldingProjection):
@@ -109,7 +120,8 @@ def _view(row: Any) -> dict[str, Any]:
             "lines": [{"sku": x["sku"], "quantity": x["quantity"]} for x in row.lines],
             "reason": row.reason, "amount": row.amount_minor,
             "refunded": row.refunded_minor, "currency": row.currency,
-            "history": [dict(h) for h in row.history]}
+            "history": [dict(h) for h in row.history],
+            "refund_approval": row.refund_approval}
 
 
 def get_case(conn: Connection, case_id: str) -> dict[str, Any] | None:

@@ -222,6 +222,10 @@ def test_a_refund_above_the_threshold_needs_two_people(strict: Api) -> None:
     assert first.status_code == 202, first.get_json()
     assert first.get_json()["status"] == "awaiting_second_approval"
     assert first.get_json()["refunded"] == 0
+    waiting = {"amount": 1_500, "refund_reference": "RF-1", "approved_by": ["test-operator"]}
+    assert first.get_json()["refund_approval"] == waiting
+    shown = strict.get(f"/after-sales/{case_id}", min_position=first.get_json()["position"])
+    assert shown.get_json()["refund_approval"] == waiting
     same = strict.post(f"/after-sales/{case_id}/refund", body, role="operator")
     assert same.status_code == 409 and code_of(same) == "second_approver_required"
     less = strict.post(f"/after-sales/{case_id}/refund",
@@ -233,6 +237,7 @@ def test_a_refund_above_the_threshold_needs_two_people(strict: Api) -> None:
     paid = strict.post(f"/after-sales/{case_id}/refund", body, role="operator2")
     assert paid.status_code == 200, paid.get_json()
     assert paid.get_json()["status"] == "refunded" and paid.get_json()["refunded"] == 1_500
+    assert paid.get_json()["refund_approval"] is None
     actors = [(h["status"], h["actor"]) for h in paid.get_json()["history"]]
     assert actors[-2:] == [("awaiting_second_approval", "test-operator"),
                            ("refunded", "test-operator-2")]

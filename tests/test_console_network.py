@@ -102,7 +102,7 @@ def test_suspend_reinstate_and_who_may_move_a_distributor(desk: Desk) -> None:
     assert post(client, "/distributors/N2/upline", upline_id="", reason="x").status_code \
         == 403  # the API's route: admin only
     assert desk.head() == before
-    assert 'data-action="distributor_upline"' not in client.get(
+    assert 'data-act="distributor_upline"' not in client.get(
         "/console/applications?status=active").text
 
 
@@ -112,7 +112,7 @@ def test_refusals_change_nothing(desk: Desk) -> None:
     auditor = desk.client("auditor")
     page = auditor.get("/console/applications")
     assert page.status_code == 200 and "NA-3" in page.text
-    assert 'data-action="distributor_approve"' not in page.text
+    assert 'data-act="distributor_approve"' not in page.text
     assert post(auditor, "/distributors/NA-3/approve").status_code == 403
     warehouse = desk.client("warehouse")
     assert warehouse.get("/console/applications").status_code == 403

@@ -261,7 +261,8 @@ class LedgerService(DistributorService):
         record the first approval only; a reference pays one withdrawal, once."""
         withdrawal = self.withdrawal(withdrawal_id)
         withdrawal.approve(current_actor(), payment_reference,
-                           self.settings.four_eyes_min_minor, self.clock())
+                           self.settings.four_eyes_min_minor,
+                           self.wallet(withdrawal.distributor_id).available, self.clock())
         reference = withdrawal.first_approval["reference"] if withdrawal.first_approval \
             else payment_reference.strip()
         if self.exists(PayoutReference.create_id(reference)):

@@ -228,10 +228,18 @@ class Withdrawal(Aggregate):
                                     f"{self.status}", status=self.status)
 
     def approve(self, actor: str, payment_reference: str, four_eyes_min_minor: int,
-                at: datetime) -> None:
+                available_minor: int, at: datetime) -> None:
         """Pay it, or above the four-eyes threshold record the first of two approvals
-        (domain/approvals.py); the second, by someone else, pays it."""
+        (domain/approvals.py); the second, by someone else, pays it. `available_minor`:
+        the distributor's available balance now. Negative, a clawback since the request
+        has taken back money already earned: nothing more leaves until it is earned back
+        (or this withdrawal is refused, which returns its amount to the balance)."""
         self._require_undecided()
+        if available_minor < 0:
+            raise InsufficientBalance(
+                f"the available balance of {self.distributor_id} is {available_minor}: a "
+                "clawback since the request must be earned back before this withdrawal is "
+                "paid (or refuse it)", available=available_minor)
         reference = payment_reference.strip()
         if not reference:
             raise InvalidCommand("a payment reference is required", field="payment_reference")

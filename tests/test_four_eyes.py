@@ -268,3 +268,20 @@ def test_replay_equals_live_after_four_eyes(strict: Api) -> None:
                                    withdrawals.c.approvals)).all()
     assert [tuple(r) for r in live] == [("W-BIG", "paid", ["test-operator",
                                                            "test-operator-2"])]
+
+
+def test_nothing_is_paid_while_a_clawback_leaves_the_balance_negative(strict: Api) -> None:
+    """Both sides: refused while available < 0 (nothing recorded); paid once it is earned
+    back."""
+    app = funded(strict)  # D2: 5,000 available from O-1's line
+    withdraw(strict, "W-1", 900)
+    app.execute(lambda: app.reverse_commission("O-1", 1, 50_000))  # a full refund
+    assert app.wallet("D2").available == -900
+    before = app.last_position()
+    refused = strict.post("/withdrawals/W-1/approve", {"payment_reference": "B-1"})
+    assert refused.status_code == 409 and code_of(refused) == "insufficient_balance"
+    assert app.last_position() == before
+    app.execute(lambda: app.accrue_commission("O-2", 1, "TEA", 1, 20_000, "D2"))
+    app.execute(lambda: app.mature_commission("O-2", 1))  # 2,000 more: available 1,100
+    paid = strict.post("/withdrawals/W-1/approve", {"payment_reference": "B-1"})
+    assert paid.status_code == 200 and paid.get_json()["status"] == "paid"

@@ -252,7 +252,9 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                     self.model.move(withdrawal.who, "withdrawing", "available",
                                     withdrawal.amount)
                 return
-            if undecided and withdrawal.first_approver == actor:
+            if undecided and self.model.wallets[withdrawal.who]["available"] < 0:
+                refused = "insufficient_balance"  # a clawback since: earned back first
+            elif undecided and withdrawal.first_approver == actor:
                 refused = "second_approver_required"
             body = self.run(lambda: self.app.approve_withdrawal(w, f"BANK-{w}"), refused, actor)
             if not body:

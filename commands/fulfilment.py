@@ -82,12 +82,14 @@ class FulfilmentService(StockService):
             raise Duplicate(f"carrier {choice.carrier} already has tracking number {number}",
                             carrier=choice.carrier, tracking_number=number)
         shipment.dispatch(choice, number, at)
-        items = self._issue_stock(shipment)
+        # The source first: whatever state it is in that refuses a dispatch is a state
+        # conflict (409), said before the stock could find the reservation released.
         source = self._source(shipment)
         if isinstance(source, Order):
             source.record_dispatch(shipment_id, choice.carrier, number, at)
         elif source is not None:
             source.record_dispatch(shipment_id, at)
+        items = self._issue_stock(shipment)
         index = TrackingNumber(choice.carrier, number, shipment_id)
         return self._shipment_reply(
             shipment, choice, self.record(shipment, index, *filter(None, [source]), *items))

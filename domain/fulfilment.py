@@ -39,6 +39,13 @@ class ImplausibleTime(DomainError):
     code = "implausible_time"
 
 
+class EventIdReused(DomainError):
+    """A carrier event id sent again with other content: not a repeat but a mistake (or
+    a forgery) that taking the first reply would hide."""
+
+    code = "event_id_reused"
+
+
 def shipment_id_for(source_id: str, warehouse_id: str) -> str:
     """The shipment of one order's (or purchase order's) goods from one warehouse."""
     return "SH" + natural_id("shipment", source_id, warehouse_id).hex[:20].upper()
@@ -170,7 +177,8 @@ class Shipment(Aggregate):
 
     def record_carrier_event(self, event_id: str, status: str, occurred_at: datetime,
                              location: str | None, received_at: datetime) -> str:
-        """A tracking update. Returns "duplicate" (event id seen: nothing recorded),
+        """A tracking update. Returns "duplicate" (event id seen with this status: nothing
+        recorded; with another status: EventIdReused),
         "late" (kept in history, status unchanged) or "applied" (status is now `status`).
         InvalidTransition before dispatch; InvalidCommand for an unknown status;
         ImplausibleTime unless `occurred_at` lies within a day of dispatch and receipt."""
@@ -180,6 +188,10 @@ class Shipment(Aggregate):
         if not event_id.strip():
             raise InvalidCommand("event_id must not be blank", field="event_id")
         if event_id in self.carrier_events:
+            first = self.carrier_events[event_id]
+            if first != status:
+                raise EventIdReused(f"carrier event {event_id} was recorded as {first}, "
+                                    f"not {status}", event_id=event_id, recorded=first)
             return DUPLICATE
         if self.progress < RANK["dispatched"] or self.status == "cancelled":
             raise InvalidTransition(f"shipment {self.shipment_id} has not been handed to a "

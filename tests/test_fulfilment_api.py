@@ -305,9 +305,9 @@ def test_carrier_events_are_idempotent_and_only_move_forward(api: Api) -> None:
     repeat = carrier_event(api, carrier, "E-1", number, "in_transit",
                            "2026-11-25T08:00:00+08:00", location="Hangzhou hub")
     assert (repeat.status_code, repeat.get_json()) == (200, moving.get_json())
-    # a repeat is a repeat whatever else it says: the carrier's event id decides
-    assert carrier_event(api, carrier, "E-1", number, "delivered",
-                         "2026-11-25T09:00:00Z").get_json() == moving.get_json()
+    # the same id saying something else is refused, and changes nothing
+    reused = carrier_event(api, carrier, "E-1", number, "delivered", "2026-11-25T09:00:00Z")
+    assert (reused.status_code, error_code(reused)) == (409, "event_id_reused")
     assert app.last_position() == after
 
     delivered = carrier_event(api, carrier, "E-2", number, "delivered",

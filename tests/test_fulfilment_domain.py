@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from domain.carriers import (CHEAPEST_ON_TIME, FASTEST, REQUESTED, Carriers, NoCarrier,
                              RateCard, choose_carrier, requested_carrier)
 from domain.errors import Duplicate, InvalidCommand, InvalidTransition, NotFound
-from domain.fulfilment import (CARRIER_STATUSES, RANK, Shipment, ShipmentPlan,
+from domain.fulfilment import (CARRIER_STATUSES, RANK, EventIdReused, Shipment, ShipmentPlan,
                                TrackingNumber, plan_shipments, shipment_id_for)
 from tests.domain_support import assert_replays, state
 
@@ -202,15 +202,22 @@ def test_bad_carrier_events_are_refused() -> None:
                           st.sampled_from(CARRIER_STATUSES), st.integers(0, 20)),
                 max_size=20))
 def test_status_never_goes_back_and_repeats_record_nothing(updates) -> None:
+    """A repeat (the same id and status) records nothing; the same id with another
+    status is refused (EventIdReused) and records nothing either."""
     s = dispatched()
     events = s.collect_events()
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for event_id, status, hour in updates:
         progress, was = s.progress, s.status
+        if seen.get(event_id, status) != status:
+            with pytest.raises(EventIdReused):
+                s.record_carrier_event(event_id, status, AT + hour * HOUR, None, AT)
+            assert s.collect_events() == [] and (s.status, s.progress) == (was, progress)
+            continue
         outcome = s.record_carrier_event(event_id, status, AT + hour * HOUR, None, AT)
         new = s.collect_events()
         assert (outcome == "duplicate") == (event_id in seen) == (new == [])
-        seen.add(event_id)
+        seen[event_id] = status
         events += new
         assert s.progress >= progress
         if was == "delivered":

@@ -122,3 +122,25 @@ def test_a_rate_card_can_be_changed_but_not_invented(app: Fenxiao) -> None:
     assert app.rate_cards()[0].base_fee_minor == 500
     with pytest.raises(NotFound):
         app.execute(lambda: app.change_rate_card(ZTO))
+
+
+def test_a_dispatch_after_a_cancellation_is_a_conflict(app: Fenxiao) -> None:
+    """The order is cancelled while its shipment is packed: dispatch answers 409
+    invalid_transition (a state conflict), not a validation error about the released
+    reservation, and records nothing."""
+    from domain.errors import DomainError
+
+    app.clock = lambda: NOW
+    app.execute(lambda: app.open_warehouse("W1", "W1", "east"))
+    app.execute(lambda: app.add_product("TEA", "Tea", "", 1999))
+    app.execute(lambda: app.receive_stock("TEA", "W1", 5, "R-1"))
+    app.execute(lambda: app.add_carrier(SF))
+    (shipment_id,) = paid_order(app, "O-RACE", [("TEA", 1)])
+    app.execute(lambda: app.pick_shipment(shipment_id))
+    app.execute(lambda: app.pack_shipment(shipment_id))
+    app.execute(lambda: app.cancel_order("O-RACE", "changed mind"))
+    before = app.last_position()
+    with pytest.raises(DomainError) as refused:
+        app.execute(lambda: app.dispatch_shipment(shipment_id))
+    assert (refused.value.code, refused.value.status) == ("invalid_transition", 409)
+    assert app.last_position() == before

@@ -17,6 +17,7 @@ from commands.catalog import StockService
 from commands.ledger import LedgerService, Postings
 from commands.views import iso
 from domain.accruals import is_self_purchase
+from domain.aftersales import Case
 from domain.allocation import StockCandidate, plan_allocation, plan_line
 from domain.catalog import Product
 from domain.coupons import Coupon, ThresholdPromotions
@@ -267,13 +268,17 @@ class OrderService(StockService, LedgerService):
     # -- completing -------------------------------------------------------------------
 
     def complete_order(self, order_id: str, now: datetime) -> dict[str, Any]:
-        """Complete a delivered order whose return window is over; a no-op (position
-        None) when it is not, or no longer, due."""
+        """Complete a delivered order whose return window is over and whose after-sales
+        cases are all settled; a no-op (position None) when it is not, or no longer, due
+        (the tick tries again next time)."""
         order = self.order(order_id)
         window_s = self.settings.return_window_days * SECONDS_PER_DAY
-        if not order.is_completable(now, window_s):
+        open_cases = [case_id for case_id in sorted(order.cases)
+                      if (case := self.find(Case.create_id(case_id))) is not None
+                      and case.is_open()]
+        if not order.is_completable(now, window_s, open_cases):
             return {**order_view(order), "completed": False, "position": None}
-        order.complete(now, window_s)
+        order.complete(now, window_s, open_cases)
         return {**order_view(order), "completed": True, "position": self.record(order)}
 
     # -- backorders -------------------------------------------------------------------

@@ -45,6 +45,7 @@ TAKES_GOODS = ("refund_only", "return_refund", "exchange")
 # Types a request may make after the return window has closed.
 AFTER_WINDOW = ("repair", "compensation")
 CLOSABLE = ("refunded", "compensated", "rejected", "exchanged", "repaired")
+SETTLED = (*CLOSABLE, "closed")  # nothing more can move money or goods
 SHIPS = {"exchange": "exchanged", "repair": "repaired"}  # type -> status once shipped
 
 
@@ -114,6 +115,10 @@ class Case(Aggregate):
         self.shipment_ids: list[str] = []
         self.history = [{"status": "requested", "at": at, "actor": actor}]
         self.refund_approval: dict[str, Any] | None = None
+
+    def is_open(self) -> bool:
+        """Still able to move money or goods: its order must not complete yet."""
+        return self.status not in SETTLED
 
     def _require(self, statuses: Sequence[str], doing: str,
                  types: Sequence[str] = TYPES) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
 import pytest
 from sqlalchemy import select
 
 from commands import Fenxiao
+from commands.tick import tick
 from domain.accruals import LineCommission
 from domain.coupons import Coupon
 from domain.errors import InvalidCommand
@@ -518,8 +519,12 @@ def test_an_order_cancelled_after_a_refund_before_dispatch(api: Api) -> None:
     assert books(app)["merchant:refunds"] == 5997
 
 
-def test_a_clawback_after_a_withdrawal_leaves_a_negative_balance_that_blocks_withdrawals(
+def test_an_order_with_an_open_return_does_not_complete_until_it_is_settled(
         api: Api) -> None:
+    """Completion waits for the order's open after-sales cases: the commission stays
+    pending (nothing to withdraw, nothing to claw back) until the return is refunded;
+    then the order completes and a later return is refused, even at a clock behind the
+    tick that completed it."""
     app = shop(api)
     delivered_order(api, "O-20", [("TEA", 2)])  # delivered Nov 26 02:00 UTC
     settle(app)
@@ -529,43 +534,38 @@ def test_a_clawback_after_a_withdrawal_leaves_a_negative_balance_that_blocks_wit
     set_clock(api, LATER)
     open_case(api, "O-20", "return_refund", [("TEA", 2)], case_id="AS-20")
     step(api, "AS-20", "approve")
-    # The window closes Dec 3: the order completes; 7 days later its commission matures.
+    # The window closes Dec 3; ticks after it leave the order delivered while AS-20 is open.
     for day in (4, 11):
         set_clock(api, NOW.replace(day=1, month=12) + timedelta(days=day - 1, hours=3))
-        assert api.post("/admin/tick", role="admin").status_code == 200
-        settle(app)  # the tick finds what is due in the read models
-    assert app.order("O-20").status == "completed"
+        assert api.post("/admin/tick", role="admin").get_json()["completed"] == 0
+        settle(app)
+    assert app.order("O-20").status == "delivered"
     earned = api.get("/distributors/D2/earnings", role="auditor",
                      min_position=app.last_position()).get_json()
-    assert (earned["pending"], earned["available"]) == (0, 400)
-    # D2 withdraws all of it and is paid.
+    assert (earned["pending"], earned["available"]) == (400, 0)
     asked = api.post("/distributors/D2/withdrawals", {"amount": money(400)}, role="admin")
-    assert asked.status_code == 201, asked.get_json()
-    paid_out = api.post(f"/withdrawals/{asked.get_json()['withdrawal_id']}/approve",
-                        {"payment_reference": "BANK-1"}, role="admin")
-    assert paid_out.status_code == 200, paid_out.get_json()
-    # Then the goods arrive and are refunded in full: the matured commission is clawed
-    # back from available, which goes negative and is carried forward.
+    assert asked.status_code == 409 and code_of(asked) == "insufficient_balance"
+    # The goods arrive and are refunded in full: the commission is reversed from pending.
     step(api, "AS-20", "receive", {"restock": True, "warehouse_id": "W1"}, role="warehouse")
     assert refund(api, "AS-20", 3998, "R-20").status_code == 200
     settle(app)
     assert commission(app, "O-20", 1) == {1: (400, 400), 2: (200, 200)}
     earned = api.get("/distributors/D2/earnings", role="auditor",
                      min_position=app.last_position()).get_json()
-    assert (earned["available"], earned["paid_out"], earned["reversed"]) == (-400, 400, 400)
-    entries = api.get("/distributors/D2/commissions", role="auditor",
-                      min_position=app.last_position()).get_json()["items"]
-    (entry,) = [e for e in entries if e["order_id"] == "O-20"]
-    assert [(r["refund_reference"], r["amount"], r["clawback"]) for r in entry["reversals"]
-            ] == [("R-20", 400, True)]
-    # A negative balance blocks every withdrawal until it is covered; nothing is recorded.
+    assert (earned["available"], earned["paid_out"], earned["reversed"]) == (0, 0, 400)
+    # Settled, the order completes at the next tick, here one run ahead of the clock
+    # (what `fenxiao tick --now` does).
+    assert tick(app, datetime(2026, 12, 20, tzinfo=timezone.utc))["completed"] == 1
+    settle(app)
+    assert app.order("O-20").status == "completed"
     before = app.last_position()
-    blocked = api.post("/distributors/D2/withdrawals", {"amount": money(100)}, role="admin")
-    assert blocked.status_code == 409 and code_of(blocked) == "insufficient_balance"
+    late = api.post("/after-sales", {"order_id": "O-20", "type": "exchange",
+                                     "lines": [{"sku": "TEA", "quantity": 1}],
+                                     "reason": "late"}, role="operator")
+    assert late.status_code == 409 and code_of(late) == "return_window_closed"
     assert app.last_position() == before
     ledger = books(app)
-    # Debit minus credit: a liability in debit by 400 is D2 owing the merchant 400.
-    assert ledger["distributor:D2:available"] == 400 and sum(ledger.values()) == 0
+    assert ledger.get("distributor:D2:available", 0) == 0 and sum(ledger.values()) == 0
 
 
 def test_an_exchange_ships_its_replacement_through_fulfilment(api: Api) -> None:

@@ -101,14 +101,13 @@ DIDS = sorted(DISTRIBUTORS)
 # customer -> (phone, region, who it always buys through; None: nobody)
 CUSTOMERS = {"C1": ("13900000001", "east", "D2"), "C2": ("13900000002", "south", "D3"),
              "C3": ("13900000003", "west", None)}
-# The history every example starts from: O1 (D2's, two levels) delivered, a return and
-# an exchange of it approved, a compensation of it paid, then O1 completed and its
-# commission matured (so refunds of those cases claw back what is available); then O2
+# The history every example starts from: O1 (D2's, two levels) delivered, a compensation
+# of it paid, then O1 completed and its commission matured (so a compensation or repair
+# of it, the cases a completed order still takes, acts on what is available); then O2
 # (D3's, with the coupon) delivered and an exchange of it approved (its replacement
 # finds as many in the customer's region as elsewhere), and O3 (D2's, with the coupon)
 # paid and not sent yet.
 FIRST = ("C1", [("P333", 3), ("P1999", 2), ("P1", 5)], None)
-FIRST_CASES = [("return_refund", [("P333", 2), ("P1", 4)]), ("exchange", [("P1999", 1)])]
 FIRST_COMPENSATION = 777  # of O1's P1999 line, paid before maturity
 SECOND = ("C2", [("P333", 1), ("P777", 2)], COUPON)
 SECOND_EXCHANGE = [("P333", 1)]
@@ -119,6 +118,8 @@ TYPES = ("refund_only", "return_refund", "exchange", "repair", "compensation")
 RETURNS = ("return_refund", "exchange", "repair")  # goods come back
 TAKES_GOODS = ("refund_only", "return_refund", "exchange")  # quantities taken for good
 AFTER_WINDOW = ("repair", "compensation")
+# Cases that can no longer move money or goods; any other holds its order's completion.
+SETTLED = ("refunded", "compensated", "rejected", "exchanged", "repaired", "closed")
 CLOSABLE = ("refunded", "compensated", "rejected", "exchanged", "repaired")
 LADDER = ["created", "picked", "packed", "dispatched", "in_transit", "out_for_delivery",
           "delivered"]
@@ -376,8 +377,8 @@ class Model:
             refusals.add("refund_exceeds_paid")  # beyond what its goods' refund may pay
         if o.status == "cancelled":
             refusals.add("invalid_transition")
-        if type not in AFTER_WINDOW and o.delivered_at is not None and \
-                self.now >= o.delivered_at + RETURN_WINDOW:
+        if type not in AFTER_WINDOW and (o.status == "completed" or (
+                o.delivered_at is not None and self.now >= o.delivered_at + RETURN_WINDOW)):
             refusals.add("return_window_closed")
         if any(quantity > self.eligible(o, sku, type) for sku, quantity in lines):
             refusals.add("exceeds_delivered")
@@ -553,7 +554,8 @@ class Model:
         line.reversed_for = total
 
     def tick(self) -> dict[str, int]:
-        """Completion of orders delivered a return window ago; maturity of the lines of
+        """Completion of orders delivered a return window ago with no after-sales case
+        still open (one could still move money: it waits); maturity of the lines of
         orders completed a freeze ago that still have some commission pending."""
         maturing = [line for o in self.orders.values()
                     if o.status == "completed" and o.completed_at + FREEZE <= self.now
@@ -563,7 +565,9 @@ class Model:
                         for level, (_, amount) in line.commission.items())]
         completing = [o for o in self.orders.values()
                       if o.status == "delivered" and
-                      o.delivered_at + RETURN_WINDOW <= self.now]
+                      o.delivered_at + RETURN_WINDOW <= self.now and
+                      not any(c.order_id == o.order_id and c.status not in SETTLED
+                              for c in self.cases.values())]
         for o in completing:
             o.status, o.completed_at = "completed", self.now
         for line in maturing:
@@ -622,8 +626,6 @@ def make_machine(url: str, compensation_reverses: bool) -> type[RuleBasedStateMa
                                                       {"east": 1})))
             first = self.place(*FIRST)
             self.deliver(first)
-            for type, lines in FIRST_CASES:
-                self.decide(self.request(None, first, type, lines), True)
             compensation = self.request(None, first, "compensation", [("P1999", 2)],
                                         FIRST_COMPENSATION)
             self.decide(compensation, True)

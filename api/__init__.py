@@ -5,7 +5,6 @@ import hashlib
 
 from flask import Flask, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
 from api import (aftersales, catalog, distributors, errors, fulfilment, guards, notifications, ops, orders,
                  promotions, purchasing, stock)
@@ -16,7 +15,7 @@ from api import seal
 from api import webhooks
 from api import console  # HTML pages at /console: not part of the JSON API
 from api.auth import TokenCache
-from api.guards import QuietMemoryStorage
+from api.guards import QuietMemoryStorage, client_address
 from api.openapi import FenxiaoApi
 from commands import Fenxiao
 from commands.settings import Settings
@@ -76,7 +75,7 @@ def limit_rate(flask: Flask, limit: str) -> None:
         header = request.headers.get("Authorization")
         if header:
             return hashlib.sha256(header.encode()).hexdigest()
-        return get_remote_address()
+        return client_address()
 
     limiter = Limiter(caller, app=flask, application_limits=[limit], headers_enabled=True,
                       strategy="fixed-window", storage_uri=f"{QuietMemoryStorage.SCHEME}://")

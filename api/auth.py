@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from api.errors import ApiError
+from api.guards import client_address
 from commands.reads import read_connection
 from commands.storage import api_tokens
 from domain.errors import Duplicate, InvalidCommand, NotFound
@@ -116,10 +117,6 @@ def _look_up(engine: Engine, digest: str) -> Principal | None:
 
 
 def current_principal() -> Principal:
-    failures = current_app.extensions.get("fenxiao_auth_failures")
-    address = request.remote_addr or "unknown"
-    if failures:
-        failures.check(address)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -128,8 +125,9 @@ def current_principal() -> Principal:
     principal = authenticate(fenxiao.engine, token.strip(), fenxiao.settings.admin_token,
                              current_app.extensions.get("fenxiao_tokens"))
     if principal is None:
-        if failures:
-            failures.failed(address)
+        failures = current_app.extensions.get("fenxiao_auth_failures")
+        if failures:  # 429 past the limit; a valid token is never refused by it
+            failures.failed(client_address())
         raise ApiError(401, "unauthorized", "the token is not valid")
     return principal
 

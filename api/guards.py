@@ -5,14 +5,19 @@
 - A POST body must be JSON (415 otherwise) and parse (400), however deeply it nests.
 - Responses are never cached or sniffed; Retry-After appears only where it means
   something (429, 503).
-- Failed authentication is limited per client address (api/auth.py counts it).
+- Failed authentication is limited per client address (api/auth.py counts it), and
+  never at the expense of a valid token.
+- The client's address is the peer's, or, when the peer is a trusted proxy
+  (FENXIAO_TRUSTED_PROXIES), the nearest address X-Forwarded-For names that is not one.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
+from typing import Sequence
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -30,6 +35,7 @@ def register(flask: Flask, settings: Settings) -> None:
     flask.after_request(_secure_headers)
     if settings.auth_failure_limit:
         flask.extensions["fenxiao_auth_failures"] = AuthFailures(settings.auth_failure_limit)
+    flask.extensions["fenxiao_trusted_proxies"] = _networks(settings.trusted_proxies)
 
 
 def _check_request() -> None:
@@ -58,22 +64,57 @@ def _secure_headers(response: Response) -> Response:
     return response
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(proxies: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address() -> str:
+    """Who is asking, for the limits kept per address. The peer, unless it is a trusted
+    proxy: then the nearest hop of X-Forwarded-For (read from the right, where each
+    proxy appends the address it saw) that is not itself a trusted proxy. What a client
+    writes to the left of that is never read, so it cannot pose as another address."""
+    peer = request.remote_addr or "unknown"
+    networks = current_app.extensions.get("fenxiao_trusted_proxies", ())
+    if not networks or not _trusted(peer, networks):
+        return peer
+    hops = [hop.strip() for header in request.headers.getlist("X-Forwarded-For")
+            for hop in header.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:  # a proxy that writes no address: the proxy it is, then
+                return peer
+    return hops[0] if hops else peer
+
+
 class AuthFailures:
-    """A moving window of failed sign-ins per client address, in this process. Once an
-    address is over the limit, every request from it that needs a token is refused (429)
-    until the window moves on, so tokens cannot be guessed at speed."""
+    """A moving window of failed sign-ins per client address, in this process. A valid
+    token is never refused by it (one client behind a shared address must not lock out
+    another, nor a payment callback); past the limit, an address's invalid tokens are
+    answered 429 instead of 401 until the window moves on. Tokens are 256-bit random:
+    what the limit bounds is the load of guessing, not its odds."""
 
     def __init__(self, limit: str) -> None:
         self.item = parse(limit)
         self.window = MovingWindowRateLimiter(QuietMemoryStorage())
 
-    def check(self, address: str) -> None:
-        if not self.window.test(self.item, address):
+    def failed(self, address: str) -> None:
+        """Count a failure; 429 once the address is over the limit."""
+        if not self.window.hit(self.item, address):
             raise ApiError(429, "rate_limited", "too many failed sign-ins from this address; "
                            f"the limit is {self.item}", retry_after_s=self.item.get_expiry())
-
-    def failed(self, address: str) -> None:
-        self.window.hit(self.item, address)
 
 
 PURGE_EVERY_S = 1.0

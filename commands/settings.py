@@ -1,6 +1,7 @@
 """Configuration read from the environment, in one place."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,9 @@ class Settings:
     safety_stock: int = 0
     rate_limit: str | None = "100 per second"  # per token (or address); None: no limit
     auth_failure_limit: str | None = "20 per minute"  # failed sign-ins per client address
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client; from anyone
+    # else the header is ignored, so a client cannot pose as another address.
+    trusted_proxies: tuple[str, ...] = ()
     # Seconds a found token is kept in each API process: the delay before a revoked
     # (deleted) token stops working. Bounded so revocation never waits for long.
     token_cache_s: float = 5.0
@@ -96,6 +100,12 @@ class Settings:
         if not 0 <= self.token_cache_s <= MAX_TOKEN_CACHE_S:  # also refuses NaN
             raise ValueError(f"setting token_cache_s must be within 0..{MAX_TOKEN_CACHE_S} "
                              f"seconds, not {self.token_cache_s}")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"setting trusted_proxies: {proxy!r} is not an address or "
+                                 "network (such as 10.0.0.5 or 10.0.0.0/8)") from None
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):  # unknown, or not a zone name at all
@@ -138,6 +148,10 @@ class Settings:
         if "FENXIAO_RATE_LIMIT" in os.environ:
             limit = os.environ["FENXIAO_RATE_LIMIT"].strip()
             values["rate_limit"] = None if limit in ("", "0", "off") else limit
+        if os.environ.get("FENXIAO_TRUSTED_PROXIES", "").strip():
+            values["trusted_proxies"] = tuple(
+                part.strip() for part in os.environ["FENXIAO_TRUSTED_PROXIES"].split(",")
+                if part.strip())
         if "FENXIAO_AUTH_FAILURE_LIMIT" in os.environ:
             limit = os.environ["FENXIAO_AUTH_FAILURE_LIMIT"].strip()
             values["auth_failure_limit"] = None if limit in ("", "0", "off") else limit

@@ -195,6 +195,37 @@ def test_failed_authentication_is_limited_per_address(app) -> None:
     other = flask.test_client().get("/api/v1/products", environ_base={
         "REMOTE_ADDR": "10.0.0.2"}, headers=client.headers("admin"))
     assert other.status_code == 200  # another address is not held up
+    # Nor a valid token from the same address: one client behind a shared address (a
+    # NAT, a proxy) cannot lock out another, nor the payment callbacks.
+    for role in ("admin", "integration", "operator"):
+        assert client.get("/products", role=role).status_code == 200
+    # A forwarded address from an untrusted peer changes nothing: still limited.
+    spoofed = client.client.get("/api/v1/products", headers={
+        **client.headers("guess-10"), "X-Forwarded-For": "203.0.113.9"})
+    assert spoofed.status_code == 429
+
+
+def test_forwarded_addresses_count_only_from_trusted_proxies(app) -> None:
+    """Behind a trusted proxy each client is limited on its own address; what a client
+    writes to the left of the proxy's entry is never read."""
+    flask = create_app(replace(app.settings, auth_failure_limit="2 per minute",
+                               trusted_proxies=("10.9.0.0/16",)), application=app)
+    client = Api(flask.test_client(), app.engine)
+
+    def via_proxy(role: str, forwarded: str, peer: str = "10.9.0.1") -> int:
+        return client.client.get("/api/v1/products", environ_base={"REMOTE_ADDR": peer},
+                                 headers={**client.headers(role),
+                                          "X-Forwarded-For": forwarded}).status_code
+
+    assert [via_proxy("guess", "198.51.100.7") for _ in range(3)] == [401, 401, 429]
+    assert via_proxy("guess", "198.51.100.8") == 401  # another client behind the proxy
+    # A client cannot pose as another by writing its own X-Forwarded-For entry: the
+    # proxy appends what it saw, and that is what counts.
+    assert via_proxy("guess", "198.51.100.8, 198.51.100.7") == 429
+    assert via_proxy("guess", "1.2.3.4, 198.51.100.7, 10.9.0.2") == 429  # two proxies
+    assert via_proxy("admin", "198.51.100.7") == 200
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        replace(app.settings, trusted_proxies=("not-a-network",))
 
 
 def test_the_openapi_document_declares_our_errors_and_headers(api: Api) -> None:

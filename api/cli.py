@@ -83,6 +83,7 @@ def _serve_one_process(host: str, port: int, threads: int, with_worker: bool) ->
 
     from api import create_app
     from api.serving import freeze_startup_objects
+    from api.server_errors import waitress_server
     from projections.runner import worker
 
     app = _app()
@@ -95,7 +96,8 @@ def _serve_one_process(host: str, port: int, threads: int, with_worker: bool) ->
         flask.extensions["fenxiao_webhooks"] = WebhookSender(app).start()
     _announce(host, port)
     freeze_startup_objects()
-    waitress.serve(flask, host=host, port=port, threads=threads, ident="fenxiao")
+    waitress.serve(flask, host=host, port=port, threads=threads, ident="fenxiao",
+                   _server=waitress_server)  # what waitress refuses itself, in our envelope
 
 
 def _serve_processes(host: str, port: int, workers: int, threads: int,

@@ -27,6 +27,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from api.server_errors import use_json_errors_in_gunicorn
 from commands.writer_host import ADDRESS_ENV, KEY_ENV
 
 WORKER_COMMAND = (sys.executable, "-m", "api.cli", "worker")
@@ -154,6 +155,7 @@ class Server(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hin
 
     def load(self) -> Flask:
         app = self.make_app()
+        use_json_errors_in_gunicorn()  # what gunicorn refuses itself, in our envelope
         freeze_startup_objects()
         return app
 

@@ -79,6 +79,27 @@ def exercise(base: str, env: dict[str, str]) -> None:
     assert call(base, "GET", "/inventory", None)[0] == 401
 
 
+def raw_request(port: int, header: bytes) -> tuple[int, str, dict]:
+    """A request with `header` as it is (what no HTTP library sends): the status, the
+    Content-Type and the JSON body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /api/v1/products HTTP/1.1\r\nHost: x\r\n" + header +
+                     b"\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers["Content-Type"], json.loads(body)
+
+
+def refused_by_the_server_in_json(port: int) -> None:
+    """What the HTTP server refuses before the app sees it answers in the envelope too."""
+    for header in (b"Authorization: Bearer fx_abc\x00def", b"X-Note\x00: 1"):
+        status, content_type, body = raw_request(port, header)
+        assert (status, content_type) == (400, "application/json"), body
+        assert body["error"]["code"] == "bad_request" and body["error"]["message"]
+
+
 def test_serve_with_in_process_worker_on_sqlite(tmp_path: Path, processes) -> None:
     env = {**os.environ, "FENXIAO_DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.db'}"}
     cli(env, "db", "upgrade")
@@ -88,6 +109,7 @@ def test_serve_with_in_process_worker_on_sqlite(tmp_path: Path, processes) -> No
     base = f"http://127.0.0.1:{port}/api/v1"
     wait_until_up(base, processes[0])
     exercise(base, env)
+    refused_by_the_server_in_json(port)
 
 
 def test_api_and_separate_worker_processes(db_url: str, processes) -> None:
@@ -196,6 +218,7 @@ def test_several_api_processes_and_one_worker_process_on_postgresql(
         finally:
             os.kill(paused, signal.SIGCONT)
     assert tea["on_hand"] == 160  # the demo's 160, 2 shipped, 2 received here
+    refused_by_the_server_in_json(port)
     stop(server)
     assert not any(alive(pid) for pid in (first, second, worker))  # stopped with it
 

@@ -2,7 +2,8 @@
 
 - A path parameter with control characters names nothing: 404 (PostgreSQL would refuse
   a NUL in the query; no id can contain one).
-- A POST body must be JSON (415 otherwise) and parse (400), however deeply it nests.
+- A POST body must be JSON (415 otherwise) and parse (400), however deeply it nests; an
+  object naming a key twice is refused (422), not taken last-wins.
 - Responses are never cached or sniffed; Retry-After appears only where it means
   something (429, 503).
 - Failed authentication is limited per client address (api/auth.py counts it), and
@@ -13,14 +14,17 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from flask import Flask, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from werkzeug.exceptions import BadRequest
 
 from api.errors import ApiError
 from commands.settings import Settings
@@ -31,6 +35,7 @@ API_PREFIX = "/api/v1/"
 
 
 def register(flask: Flask, settings: Settings) -> None:
+    flask.json = StrictJSONProvider(flask)
     flask.before_request(_check_request)
     flask.after_request(_secure_headers)
     if settings.auth_failure_limit:
@@ -53,6 +58,43 @@ def _check_request() -> None:
             request.get_json()
         except RecursionError:
             raise ApiError(400, "bad_request", "the JSON body is nested too deeply") from None
+        except BadRequest as error:
+            duplicate = _raised_by_the_parser(error)
+            if isinstance(duplicate, DuplicateKey):
+                raise ApiError(422, "validation_error", str(duplicate),
+                               **{duplicate.key: ["given more than once"]}) from None
+            raise
+
+
+def _raised_by_the_parser(error: BaseException) -> BaseException | None:
+    """The first exception of the chain Flask's get_json raised (it wraps it twice)."""
+    while error.__cause__ or error.__context__:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return error
+
+
+class DuplicateKey(ValueError):
+    """A JSON object naming one key twice: which value was meant cannot be known (JSON
+    parsers disagree: first, last, or refused), so it is refused, never taken last-wins."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key!r} appears more than once in one object")
+        self.key = key
+
+
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        raise DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return found
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, refusing an object that names a key twice (DuplicateKey)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return json.loads(s, object_pairs_hook=_one_value_per_key, **kwargs)
 
 
 def _secure_headers(response: Response) -> Response:

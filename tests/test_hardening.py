@@ -86,7 +86,18 @@ def test_deep_json_huge_integers_and_non_objects_answer_4xx(api: Api) -> None:
     fraction = api.post("/stock/receipts", {"sku": "TEA", "warehouse_id": "W1",
                                             "reference": "x", "quantity": 1.5})
     assert fraction.status_code == 422
+    # A key given twice is refused, not taken last-wins, at any depth.
+    for text, key in (('{"warehouse_id": "W1", "name": "a", "region": "east", '
+                       '"warehouse_id": "W2"}', "warehouse_id"),
+                      ('{"order_id": "O-1", "customer": {"customer_id": "C", "name": "a", '
+                       '"phone": "13800138000", "name": "b"}}', "name")):
+        twice = api.client.post("/api/v1/warehouses", data=text, headers=headers)
+        assert (twice.status_code, code_of(twice)) == (422, "validation_error")
+        assert twice.get_json()["error"]["details"] == {key: ["given more than once"]}
     assert last_position(api) == 0
+    once = api.client.post("/api/v1/warehouses", headers=headers, data=(
+        '{"warehouse_id": "W1", "name": "East", "region": "east"}'))
+    assert once.status_code == 201
 
 
 def test_nul_and_control_characters_in_path_parameters_are_404(api: Api) -> None:

@@ -1,8 +1,10 @@
 """Marshmallow schemas: shape only (types, bounds, required fields); unknown fields are
 rejected by default.
 
-Every text field refuses control characters and unpaired surrogates (PostgreSQL cannot
-store NUL, and nothing a person types needs the rest); one-line text (names, references)
+Every text field refuses control characters, invisible and bidi format characters and
+unpaired surrogates (PostgreSQL cannot store NUL, a zero-width or reordering character
+lets one name pose as another, and nothing a person types needs them); one-line text
+(names, references)
 refuses tab and newline too, and required text refuses values that are only whitespace.
 The patterns below are both the check and what the OpenAPI document says, so the document
 and the server never disagree.
@@ -17,9 +19,15 @@ from marshmallow import Schema, ValidationError, fields, validate
 from domain.errors import InvalidCommand
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-# C0 and C1 control characters and DEL; multi-line text keeps tab, newline and CR.
-_CONTROL = r"\x00-\x1f\x7f-\x9f"
-_CONTROL_MULTILINE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+# Unicode's format characters (category Cf) of the Basic Multilingual Plane: invisible
+# (zero-width spaces and joiners, the soft hyphen) or reordering what is shown (bidi
+# embeddings, overrides and isolates), so a name could look like another or hide text.
+_FORMAT = (r"\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+           r"\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb")
+# C0 and C1 control characters, DEL and format characters; multi-line text keeps tab,
+# newline and CR.
+_CONTROL = r"\x00-\x1f\x7f-\x9f" + _FORMAT
+_CONTROL_MULTILINE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f" + _FORMAT
 # Whitespace, spelled out so that Python and every JSON Schema validator agree on it.
 _SPACE = r" \t\n\r\x0b\x0c\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -83,8 +91,9 @@ def Text(max_length: int, *, multiline: bool = False, blank: bool = False,
          **kwargs: Any) -> Str:
     """Text a person wrote: one line unless `multiline`; not empty or blank unless `blank`."""
     what = "text" if multiline else "one line of text"
-    rule = (f"must be {what} without control characters" if blank else
-            f"must be {what}, not blank, without control characters")
+    rule = (f"must be {what} without control or invisible formatting characters" if blank
+            else f"must be {what}, not blank, without control or invisible formatting "
+                 "characters")
     return Str(validate=[validate.Length(min=0 if blank else 1, max=max_length),
                          FullMatch(text_pattern(multiline, blank), error=rule)], **kwargs)
 

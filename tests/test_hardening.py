@@ -35,7 +35,11 @@ TEXT_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize("bad", ["a\u0000b", "\ud800", "a\udfffb", "\x1b[31m", "   ", "\u3000"])
+# NUL, lone surrogates, an escape sequence, blanks; zero-width characters only, a bidi
+# override (a name that reads backwards), an invisible soft hyphen or joiner inside.
+@pytest.mark.parametrize("bad", ["a\u0000b", "\ud800", "a\udfffb", "\x1b[31m", "   ", "\u3000",
+                                 "\u200b\u200c\u200d", "Li\u202eieL", "Wang\u00adFang",
+                                 "\u2066x\u2069", "a\ufeff"])
 def test_text_fields_refuse_control_characters_surrogates_and_blanks(api: Api, bad: str
                                                                      ) -> None:
     api.seed()

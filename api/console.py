@@ -1,7 +1,8 @@
-"""The console: read-only HTML pages at /console for the people behind the tokens
-(operators, auditors, warehouse staff, distributors), rendered on the server from the same
-read models and query functions as the JSON API. Nothing here writes a read model or
-records an event; sign-in and sign-out, the only POSTs, change nothing but the cookie.
+"""The console: HTML pages at /console for the people behind the tokens (operators,
+auditors, warehouse staff, distributors), rendered on the server from the same read models
+and query functions as the JSON API. The pages here only read: sign-in and sign-out, their
+only POSTs, change nothing but the cookie. What acts — the work queues' forms — runs the
+API's own commands through api/console_forms.py (api/console_work.py has the queues).
 
 Who sees what: a page is shown to exactly the roles whose token may read its data through
 the API (inventory: any role but distributor; orders: integration too, a distributor its
@@ -22,6 +23,10 @@ on first use: a fresh `make run` needs no setting, sessions survive restarts, an
 API process on one database shares it. Whoever reads that table could forge a cookie, but
 only for a token whose hash they also read there, for pages showing what the database
 holds anyway; set FENXIAO_CONSOLE_SECRET to keep the key out of the database.
+
+Every page is in Simplified Chinese or English, amounts and times written as that language
+and the merchant's time zone write them (api/console_i18n.py); text shown to people is
+marked for translation here and in the templates, codes stay the API's identifiers.
 """
 from __future__ import annotations
 
@@ -39,18 +44,20 @@ from uuid import UUID
 from flask import (Blueprint, Flask, Response, current_app, g, make_response, redirect,
                    render_template, request, session, url_for)
 from flask.sessions import SecureCookieSessionInterface
-from flask_babel import Babel
+from flask_babel import gettext, lazy_gettext
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotFound
-from werkzeug.http import HTTP_STATUS_CODES
 
+from api import console_i18n as i18n
 from api import orders as orders_api
 from api import stock as stock_api
 from api.auth import Principal, authenticate
+from api.console_i18n import money, money_plain, when  # noqa: F401 (imported from here)
 from api.errors import ApiError
+from api.guards import client_address
 from api.http import decode_cursor, fenxiao, page, read_position, reading
 from commands.reads import read_connection
 from api.reports import (DateOrTime, ReplenishmentQuery, replenishment_rows, rows_after,
@@ -87,15 +94,16 @@ STAFF = ("admin", "operator", "auditor")
 blp = Blueprint("console", __name__, url_prefix=PREFIX, template_folder="templates",
                 static_folder="static/console", static_url_path="/static")
 
-# endpoint, label, roles: each page for the roles that may read its data through the API
-PAGES: list[tuple[str, str, tuple[str, ...]]] = [
-    ("inventory", "Inventory", stock_api.READERS),
-    ("orders", "Orders", orders_api.READERS),
-    ("earnings", "Earnings", (*STAFF, "distributor")),
-    ("sales", "Sales", STAFF),
-    ("replenishment", "Replenishment", ("admin", "operator")),
-    ("audit", "Audit", ("admin", "auditor")),
-    ("timeline", "Timeline", (*STAFF, "distributor")),
+# endpoint, label, roles: each page for the roles that may read its data through the API;
+# the label is lazy: it is written in each request's language when a page shows it.
+PAGES: list[tuple[str, Any, tuple[str, ...]]] = [
+    ("inventory", lazy_gettext("Inventory"), stock_api.READERS),
+    ("orders", lazy_gettext("Orders"), orders_api.READERS),
+    ("earnings", lazy_gettext("Earnings"), (*STAFF, "distributor")),
+    ("sales", lazy_gettext("Sales"), STAFF),
+    ("replenishment", lazy_gettext("Replenishment"), ("admin", "operator")),
+    ("audit", lazy_gettext("Audit"), ("admin", "auditor")),
+    ("timeline", lazy_gettext("Timeline"), (*STAFF, "distributor")),
 ]
 # Aggregates that belong to the distributor their first event names, for good.
 OWNED_AGGREGATES = {cls.__name__ for cls in (Order, Distributor, Wallet, Withdrawal,
@@ -107,13 +115,8 @@ CSP = ("default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none
 def register(flask: Flask) -> None:
     """Outside the JSON API and its OpenAPI document: a plain Flask blueprint."""
     flask.session_interface = ConsoleSessions()
-    Babel(flask, locale_selector=console_locale)  # `_()` in every template
+    i18n.init(flask)  # `_()` in every template, in the reader's language
     flask.register_blueprint(blp)
-
-
-def console_locale() -> str:
-    """The language the console answers in."""
-    return "en"
 
 
 # -- the session cookie -----------------------------------------------------------------
@@ -232,12 +235,13 @@ def _headers(response: Response) -> Response:
 def _check_form() -> None:
     """Both POSTs carry the session's CSRF token, and (if the browser says) our origin."""
     origin = request.headers.get("Origin")
-    if origin and urlsplit(origin).netloc != request.host:  # the host: a TLS proxy may
-        raise Forbidden("this form was sent from another site")  # change the scheme
+    # Compared by host alone: a TLS proxy in front may change the scheme.
+    if origin and urlsplit(origin).netloc != request.host:
+        raise Forbidden(gettext("This form was sent from another site."))
     expected, sent = session.get("csrf"), request.form.get("csrf", "")
     if not (isinstance(expected, str) and hmac.compare_digest(sent.encode(), expected.encode())):
-        raise Forbidden("the form has expired or did not come from this console; "
-                        "reload the page and try again")
+        raise Forbidden(gettext("The form has expired or did not come from this console; "
+                                "reload the page and try again."))
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -252,23 +256,6 @@ def _safe_next(target: str | None) -> str | None:
 
 # -- rendering, errors ----------------------------------------------------------------
 
-def money(amount_minor: int | None) -> str:
-    """Minor units as major with two decimals and thousands separators (fen to yuan)."""
-    if amount_minor is None:
-        return "—"
-    sign = "-" if amount_minor < 0 else ""
-    major, minor = divmod(abs(amount_minor), 100)
-    return f"{sign}{major:,}.{minor:02d}"
-
-
-def when(at: Any) -> str:
-    if at is None:
-        return "—"
-    if isinstance(at, str):
-        at = datetime.fromisoformat(at)
-    return at.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
-
-
 @blp.context_processor
 def _context() -> dict[str, Any]:
     principal = g.get("principal")
@@ -279,8 +266,16 @@ def _context() -> dict[str, Any]:
         args = {k: v for k, v in request.args.items() if k != "cursor"}
         first_url = url_for(request.endpoint, **(request.view_args or {}), **args)
     return {"principal": principal, "nav": nav, "csrf": session.get("csrf", ""),
-            "money": money, "when": when, "currency": fenxiao().settings.currency,
-            "first_url": first_url, "allowed": {endpoint for endpoint, _label in nav}}
+            "currency": fenxiao().settings.currency, "here": _here(),
+            "first_url": first_url, "allowed": {endpoint for endpoint, _label in nav},
+            **i18n.template_context()}
+
+
+def _here() -> str | None:
+    """Where the language switch comes back to: this page (not the switch itself)."""
+    if request.endpoint == "console.language" or request.method != "GET":
+        return None
+    return request.full_path.rstrip("?")
 
 
 def render(template: str, http_status: int = 200, **context: Any) -> Response:
@@ -290,11 +285,15 @@ def render(template: str, http_status: int = 200, **context: Any) -> Response:
 
 
 def error_page(status: int, message: str, details: Any = None,
-               headers: Any = ()) -> Response:
-    message = message[:1].upper() + message[1:].rstrip(".") + "."
-    response = render("error.html", status, status=status,
-                      title=HTTP_STATUS_CODES.get(status, "Error"), message=message,
-                      details=details or {})
+               headers: Any = (), code: str | None = None) -> Response:
+    """`code`: a domain or API error's stable identifier, shown as it is in any language
+    (it is what the JSON API answers, and what to search the logs and docs for)."""
+    message = str(message)
+    message = message[:1].upper() + message[1:]
+    if not message.endswith((".", "。", "!", "！", "?", "？")):
+        message += "."
+    response = render("error.html", status, status=status, title=i18n.http_title(status),
+                      message=message, details=details or {}, code=code)
     for name, value in headers:
         if name.lower() != "content-type":
             response.headers[name] = value
@@ -311,15 +310,18 @@ class BadQuery(Exception):
 
 @blp.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
     message = error.description or error.name
-    if error.code == 429:  # Flask-Limiter's description is the limit itself
-        message = f"too many requests; the limit is {message}"
-    return error_page(error.code or 500, message, headers=error.get_headers())
+    if status == 429:  # Flask-Limiter's description is the limit itself
+        message = gettext("Too many requests; the limit is %(limit)s.", limit=message)
+    elif message == type(error).description:  # Werkzeug's words, not ours
+        message = str(i18n.HTTP_EXPLANATIONS.get(status, i18n.http_title(status)))
+    return error_page(status, message, headers=error.get_headers())
 
 
 @blp.errorhandler(DomainError)
 def _domain_error(error: DomainError) -> Response:
-    return error_page(error.status, str(error))
+    return error_page(error.status, str(error), code=error.code)
 
 
 @blp.errorhandler(ApiError)
@@ -327,29 +329,29 @@ def _api_error(error: ApiError) -> Response:
     details = dict(error.details)
     retry_after_s = details.pop("retry_after_s", None)
     headers = [("Retry-After", str(retry_after_s))] if retry_after_s is not None else []
-    return error_page(error.status, error.message, details, headers)
+    return error_page(error.status, error.message, details, headers, code=error.code)
 
 
 @blp.errorhandler(BadQuery)
 def _bad_query(error: BadQuery) -> Response:
-    return error_page(422, "the query is not valid; see below", error.messages)
+    return error_page(422, gettext("The query is not valid; see below."), error.messages)
 
 
 @blp.errorhandler(StoreMismatch)
 def _store_mismatch(error: StoreMismatch) -> Response:
-    return error_page(503, error.message)
+    return error_page(503, error.message, code=error.code)
 
 
 @blp.errorhandler(DBAPIError)
 def _database_error(error: DBAPIError) -> Response:
     log.exception("console: database error")
-    return error_page(503, "the database cannot be reached; try again shortly")
+    return error_page(503, gettext("The database cannot be reached; try again shortly."))
 
 
 @blp.errorhandler(Exception)
 def _unexpected(error: Exception) -> Response:
     log.exception("console: unhandled error")
-    return error_page(500, "an internal error occurred")
+    return error_page(500, gettext("An internal error occurred."))
 
 
 def console_page(section: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
@@ -364,7 +366,8 @@ def console_page(section: str) -> Callable[[Callable[..., Response]], Callable[.
             if principal is None:
                 return redirect(url_for(".signin", next=request.full_path.rstrip("?")), 303)
             if principal.role not in roles:
-                raise Forbidden(f"a {principal.role} token cannot open this page")
+                raise Forbidden(gettext("A token of the role %(role)s cannot open this page.",
+                                        role=i18n.word(i18n.ROLES, principal.role)))
             return view(principal, **kwargs)
         return wrapper
     return decorate
@@ -412,18 +415,15 @@ def signin_form(status: int = 200, problem: str | None = None) -> Response:
 @blp.post("/signin")
 def signin_post() -> Response:
     _check_form()
-    failures = current_app.extensions.get("fenxiao_auth_failures")
-    address = request.remote_addr or "unknown"
-    if failures:
-        failures.check(address)  # 429 once this address has failed too often
     token = request.form.get("token", "").strip()
     app = fenxiao()
     principal = (authenticate(app.engine, token, app.settings.admin_token)
                  if 0 < len(token) <= 200 else None)
     if principal is None:
-        if failures:
-            failures.failed(address)
-        return signin_form(401, "That token is not valid.")
+        failures = current_app.extensions.get("fenxiao_auth_failures")
+        if failures:  # 429 once this address has failed too often; never a valid token
+            failures.failed(client_address())
+        return signin_form(401, gettext("That token is not valid."))
     session.clear()  # a new session, new CSRF token: nothing carried over from before
     session["token"] = _digest(token)
     session["csrf"] = secrets.token_urlsafe(32)
@@ -435,6 +435,23 @@ def signout() -> Response:
     _check_form()
     session.clear()
     return redirect(url_for(".signin"), 303)
+
+
+class LanguageQuery(Schema):
+    lang = Str(required=True, validate=validate.Length(max=35))
+    next = Str(load_default=None, validate=validate.Length(max=2000))
+
+
+@blp.get("/language")
+def language() -> Response:
+    """The language switch (signed in or not): remembered in a cookie, then back to the
+    page it was clicked on, if that is a console page."""
+    query = load_query(LanguageQuery())
+    locale = i18n.locale_for(query["lang"])
+    if locale is None:
+        raise BadQuery({"lang": [gettext("Choose en (English) or zh_CN (简体中文).")]})
+    response = redirect(_safe_next(query["next"]) or url_for(".home"), 303)
+    return i18n.remember(response, locale)
 
 
 # -- inventory and orders ----------------------------------------------------------------
@@ -488,7 +505,7 @@ def order(principal: Principal, order_id: str) -> Response:
         position = read_position(orders_api.READS, query["min_position"])
         found = get_order(conn, order_id)
     if found is None or not _may_see(principal, found["distributor_id"]):
-        raise NotFound(f"order {order_id} not found")
+        raise NotFound(gettext("Order %(order_id)s was not found.", order_id=order_id))
     return render("order.html", position=position, order=found)
 
 
@@ -547,7 +564,8 @@ def distributor(principal: Principal, distributor_id: str) -> Response:
                                   CommissionsProjection.name], query["min_position"])
         found = get_distributor(conn, distributor_id)
         if found is None or not _may_see(principal, distributor_id):
-            raise NotFound(f"distributor {distributor_id} not found")
+            raise NotFound(gettext("Distributor %(distributor_id)s was not found.",
+                                   distributor_id=distributor_id))
         figures = earnings_of(conn, distributor_id, app.settings.currency)
         rows = commissions_of(conn, distributor_id,
                               decode_cursor(query["cursor"], datetime, str, int),
@@ -683,19 +701,25 @@ def _aggregate(query: dict[str, Any]) -> tuple[UUID, str] | None:
     if not named:
         return None
     if len(named) > 1:
-        raise BadQuery({"_query": ["name one aggregate: an order, a distributor, a stock "
-                                   "item (SKU and warehouse) or an aggregate id"]})
+        raise BadQuery({"_query": [gettext(
+            "Name one aggregate: an order, a distributor, a stock item (SKU and warehouse) "
+            "or an aggregate id.")]})
     if query["order_id"]:
-        return Order.create_id(query["order_id"]), f"Order {query['order_id']}"
+        return (Order.create_id(query["order_id"]),
+                gettext("Order %(order_id)s", order_id=query["order_id"]))
     if query["distributor_id"]:
         return (Distributor.create_id(query["distributor_id"]),
-                f"Distributor {query['distributor_id']}")
+                gettext("Distributor %(distributor_id)s",
+                        distributor_id=query["distributor_id"]))
     if query["aggregate_id"]:
-        return query["aggregate_id"], f"Aggregate {query['aggregate_id']}"
+        return query["aggregate_id"], gettext("Aggregate %(aggregate_id)s",
+                                              aggregate_id=query["aggregate_id"])
     if not (query["sku"] and query["warehouse_id"]):
-        raise BadQuery({"_query": ["a stock item is named by its SKU and its warehouse"]})
+        raise BadQuery({"_query": [gettext(
+            "A stock item is named by its SKU and its warehouse.")]})
     return (StockItem.create_id(query["sku"], query["warehouse_id"]),
-            f"Stock item {query['sku']} in {query['warehouse_id']}")
+            gettext("Stock item %(sku)s in %(warehouse_id)s", sku=query["sku"],
+                    warehouse_id=query["warehouse_id"]))
 
 
 @blp.get("/timeline")
@@ -715,7 +739,7 @@ def timeline(principal: Principal) -> Response:
     first, _head = audit_log.list_events(
         app, audit_log.EventFilter(aggregate_id=aggregate_id), 1, masked=True)
     if not first or not _may_see_aggregate(principal, first[0]):
-        raise NotFound(f"no events for {caption[0].lower()}{caption[1:]}")
+        raise NotFound(gettext("There are no events for %(what)s.", what=caption))
     where = audit_log.EventFilter(after=after[0] if after else 0, aggregate_id=aggregate_id)
     items, _head = audit_log.list_events(app, where, query["limit"] + 1, masked=mask)
     listing = page(items, query["limit"], lambda e: [e["position"]])
@@ -752,4 +776,10 @@ def missing(rest: str) -> Response:
     if allowed:
         raise MethodNotAllowed(valid_methods=sorted(allowed | ({"HEAD"} if "GET" in allowed
                                                                else set())))
-    raise NotFound("there is no such page in the console")
+    raise NotFound(str(i18n.HTTP_EXPLANATIONS[404]))
+
+
+# The work queues and their actions register their pages and routes on this blueprint.
+from api import console_work  # noqa: E402,F401  (after every name it imports from here)
+from api import console_network  # noqa: E402,F401  (the same)
+from api import console_self  # noqa: E402,F401  (the same: a distributor's own pages)

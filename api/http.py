@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from api.errors import ApiError
 from commands.reads import read_connection
-from commands.app import CommandContext, request_fingerprint
+from commands.app import CommandContext, Reply, request_fingerprint
 from commands.messages import Command
 from projections.runner import lowest_position, wait_for_position
 
@@ -32,25 +32,41 @@ def fenxiao() -> Any:
 
 def run_command(command: Command | Callable[[], dict[str, Any]],
                 status: int | None = None) -> Response:
-    """Run one command for this request: through the process's writer (decided in order
-    with the commands of concurrent requests, committed in batches) when it runs one,
-    else on its own. A Command value is its own fingerprint; a bare callable (the tick's
+    """Run one command for this request (see `execute_command`), keyed by its
+    Idempotency-Key header, and answer with its reply as JSON. A bare callable (the tick's
     stored reply) is fingerprinted by the request."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise ApiError(422, "validation_error", "Idempotency-Key must be 1-255 characters",
                        **{"Idempotency-Key": ["must be 1-255 characters"]})
-    context = CommandContext(
-        actor=g.principal.name, idempotency_key=key,
-        correlation_id=request.headers.get("X-Correlation-Id"),
-        causation_id=request.headers.get("X-Causation-Id"))
+    fingerprint = None if isinstance(command, Command) else request_fingerprint(
+        request.method, request.path, request.get_json(silent=True))
+    reply = execute_command(command, g.principal.name, key, status=status,
+                            fingerprint=fingerprint,
+                            correlation_id=request.headers.get("X-Correlation-Id"),
+                            causation_id=request.headers.get("X-Causation-Id"))
+    response = jsonify(reply.body)
+    response.status_code = reply.status
+    return response
+
+
+def execute_command(command: Command | Callable[[], dict[str, Any]], actor: str,
+                    key: str | None, *, status: int | None = None,
+                    fingerprint: str | None = None, correlation_id: str | None = None,
+                    causation_id: str | None = None) -> Reply:
+    """Run one command for `actor` (a token's name: recorded on its events, and the owner
+    of its idempotency key), the one path of the API and the console: through the
+    process's writer (decided in order with the commands of concurrent requests,
+    committed in batches) when it runs one, else on its own. A Command value is its own
+    fingerprint; a bare callable needs `fingerprint`. A refusal leaves as its
+    DomainError."""
+    context = CommandContext(actor=actor, idempotency_key=key,
+                             correlation_id=correlation_id, causation_id=causation_id)
     app = fenxiao()
     if isinstance(command, Command):
         fingerprint, status = command.fingerprint(), status or command.status
         decide = functools.partial(command.handle, app)
     else:
-        fingerprint = request_fingerprint(request.method, request.path,
-                                          request.get_json(silent=True))
         decide = command
     reply = None
     if app.writer_link is not None and isinstance(command, Command):  # serve --workers
@@ -58,9 +74,7 @@ def run_command(command: Command | Callable[[], dict[str, Any]],
     if reply is None:
         reply = app.execute(decide, status=status or 200, context=context,
                             request_hash=fingerprint)
-    response = jsonify(reply.body)
-    response.status_code = reply.status
-    return response
+    return reply
 
 
 @contextlib.contextmanager

@@ -62,6 +62,11 @@ class Console:
             assert reply.status_code == 303, reply.text
         return client
 
+    def money(self, amount_minor: int) -> str:
+        """An amount as the pages write it for a browser that states no language."""
+        with self.flask.test_request_context("/console/"):
+            return money(amount_minor)
+
     def api(self, path: str, role: str = "admin", **params: Any) -> Any:
         reply = self.flask.test_client().get(
             f"/api/v1{path}", query_string=params,
@@ -203,10 +208,13 @@ def test_a_wrong_token_is_refused_and_counted_as_a_failed_sign_in(console: Conso
             reply = sign_in(client, "fx_not-a-token")
             assert reply.status_code == 401 and "That token is not valid." in reply.text
             assert reply.mimetype == "text/html"
-        refused = sign_in(client, console.tokens["admin"])  # even the right one, for now
+        refused = sign_in(client, "fx_another-guess")
         assert refused.status_code == 429 and refused.mimetype == "text/html"
         assert "Retry-After" in refused.headers
         assert client.get("/console/inventory").status_code == 303  # not signed in
+        # The right token is never refused: another person at the same address signs in.
+        assert sign_in(client, console.tokens["admin"]).status_code == 303
+        assert client.get("/console/inventory").status_code == 200
     finally:
         app.close()
 
@@ -407,10 +415,10 @@ def test_inventory_and_orders_show_the_api_figures(console: Console) -> None:
     assert Figures(page).figures["position"] == str(console.app.last_position())
     one = console.api("/orders/DEMO-O1")
     detail = Figures(client.get("/console/orders/DEMO-O1").text)
-    assert detail.figures["total"] == money(one["total"]) == "345.00"
-    assert detail.figures["paid"] == money(one["paid"])
+    assert detail.figures["total"] == console.money(one["total"]) == "CN¥345.00"
+    assert detail.figures["paid"] == console.money(one["paid"])
     assert [row["net"] for row in detail.rows["lines"].values()] == \
-        [money(line["net"]) for line in one["lines"]]
+        [console.money(line["net"]) for line in one["lines"]]
 
 
 def test_orders_page_by_page(console: Console) -> None:
@@ -434,10 +442,10 @@ def test_earnings_rank_distributors_with_the_api_figures(console: Console) -> No
         figures = earned[distributor_id]
         assert figures["lifetime_earned"] > 0
         for field in ("lifetime_earned", "pending", "available", "paid_out", "reversed"):
-            assert row[field] == money(figures[field]), field
+            assert row[field] == console.money(figures[field]), field
     assert [row["rank"] for row in ranking.values()] == ["1", "2"]
     own = Figures(console.browser("distributor").get("/console/distributors/DEMO-D2").text)
-    assert own.figures["lifetime_earned"] == money(earned["DEMO-D2"]["lifetime_earned"])
+    assert own.figures["lifetime_earned"] == console.money(earned["DEMO-D2"]["lifetime_earned"])
 
 
 def test_sales_chart_and_table_are_the_sales_report(console: Console) -> None:
@@ -448,7 +456,7 @@ def test_sales_chart_and_table_are_the_sales_report(console: Console) -> None:
     report = console.api("/reports/sales", **{"from": today, "to": today})
     shown = Figures(reply.text)
     for field in ("net", "refunded", "commission", "discount"):
-        assert shown.figures[field] == money(report["totals"][field]), field
+        assert shown.figures[field] == console.money(report["totals"][field]), field
     assert shown.figures["orders"] == str(report["totals"]["orders"])
     assert report["totals"]["net"] > 0
     bars = dict(re.findall(r'data-day="([\d-]+)" data-net="(\d+)"', reply.text))
@@ -459,7 +467,7 @@ def test_sales_chart_and_table_are_the_sales_report(console: Console) -> None:
     by_sku = Figures(client.get(f"/console/sales?from={today}&to={today}&group_by=sku").text)
     api_by_sku = console.api("/reports/sales", group_by="sku", **{"from": today, "to": today})
     assert {k: v["net"] for k, v in by_sku.rows["sales"].items()} == \
-        {row["key"]: money(row["net"]) for row in api_by_sku["items"]}
+        {row["key"]: console.money(row["net"]) for row in api_by_sku["items"]}
 
 
 def test_replenishment_is_the_report(console: Console) -> None:

@@ -12,6 +12,7 @@ file out knowingly (like FENXIAO_SKIP_POSTGRES)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
 from api.auth import create_token
-from api.console import COOKIE, money
+from api.console import COOKIE
 from api.demo import load_demo
 from commands import Fenxiao
 from commands.settings import Settings
@@ -43,7 +44,8 @@ pytestmark = [pytest.mark.server, pytest.mark.skipif(
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1280,1400")
+         "--window-size=1280,1400",
+         "--lang=en-US")  # Accept-Language: the pages (and the link texts followed) in English
 ARTEFACTS = ROOT / "var" / "test-artefacts" / "console"
 SEAL_KEY = "browser-test-seal-key-0123456789"
 
@@ -152,6 +154,20 @@ def rows(browser: WebDriver, table: str, *fields: str) -> dict[str, dict[str, st
         for row in browser.find_elements(By.CSS_SELECTOR, f"table#{table} tbody tr")}
 
 
+def amount(shown: str) -> int:
+    """A figure as a page writes it (CN¥1,234.56 in English, ¥1,234.56 in Chinese) in minor
+    units, to compare with the API's integers."""
+    found = re.fullmatch(r"(-?)(?:CN)?¥(\d{1,3}(?:,\d{3})*)\.(\d\d)", shown)
+    assert found, shown
+    sign, major, minor = found.groups()
+    return int(sign + major.replace(",", "") + minor)
+
+
+def amounts(shown: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
+    return {key: {field: amount(value) for field, value in row.items()}
+            for key, row in shown.items()}
+
+
 def click(browser: WebDriver, element: Any) -> None:
     """Click and wait for the next page: a click returns before the navigation it starts.
 
@@ -206,8 +222,8 @@ def test_an_admin_signs_in_and_reads_every_page(server: Server, browser: WebDriv
 
     follow(browser, "Orders")
     orders = server.api("/orders")["items"]
-    assert rows(browser, "orders", "total", "paid") == {
-        o["order_id"]: {"total": money(o["total"]), "paid": money(o["paid"])} for o in orders}
+    assert amounts(rows(browser, "orders", "total", "paid")) == {
+        o["order_id"]: {"total": o["total"], "paid": o["paid"]} for o in orders}
     assert text(browser, '[data-status="all"]') == str(len(orders))
     shot(browser, "03-orders")
     click(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "delivered"))
@@ -216,8 +232,8 @@ def test_an_admin_signs_in_and_reads_every_page(server: Server, browser: WebDriv
     shot(browser, "04-orders-delivered")
     follow(browser, "DEMO-O1")
     order = server.api("/orders/DEMO-O1")
-    assert text(browser, '[data-figure="total"]') == money(order["total"])
-    assert text(browser, '[data-figure="paid"]') == money(order["paid"])
+    assert amount(text(browser, '[data-figure="total"]')) == order["total"]
+    assert amount(text(browser, '[data-figure="paid"]')) == order["paid"]
     shot(browser, "05-order")
 
     follow(browser, "Earnings")
@@ -226,19 +242,19 @@ def test_an_admin_signs_in_and_reads_every_page(server: Server, browser: WebDriv
     for distributor_id, row in ranking.items():
         earned = server.api(f"/distributors/{distributor_id}/earnings")
         assert earned["lifetime_earned"] > 0
-        assert row["lifetime_earned"] == money(earned["lifetime_earned"])
-        assert row["available"] == money(earned["available"])
+        assert amount(row["lifetime_earned"]) == earned["lifetime_earned"]
+        assert amount(row["available"]) == earned["available"]
     shot(browser, "06-earnings")
     follow(browser, "DEMO-D2")
     earned = server.api("/distributors/DEMO-D2/earnings")
-    assert text(browser, '[data-figure="pending"]') == money(earned["pending"])
+    assert amount(text(browser, '[data-figure="pending"]')) == earned["pending"]
     shot(browser, "07-distributor")
 
     follow(browser, "Sales")
     today = datetime.now(timezone.utc).date().isoformat()
     report = server.api(f"/reports/sales?from={today}&to={today}")
     assert report["totals"]["net"] > 0
-    assert text(browser, '[data-figure="net"]') == money(report["totals"]["net"])
+    assert amount(text(browser, '[data-figure="net"]')) == report["totals"]["net"]
     assert text(browser, '[data-figure="orders"]') == str(report["totals"]["orders"])
     days = browser.find_elements(By.CSS_SELECTOR, "#sales-chart g.day")
     assert len(days) == 30
@@ -294,8 +310,18 @@ def test_a_distributor_sees_its_own_pages_and_no_one_elses(server: Server,
     follow(browser, "Earnings")
     assert browser.current_url == f"{server.base}/console/distributors/DEMO-D2"
     earned = server.api("/distributors/DEMO-D2/earnings", role="distributor")
-    assert text(browser, '[data-figure="lifetime_earned"]') == money(earned["lifetime_earned"])
+    assert amount(text(browser, '[data-figure="lifetime_earned"]')) == earned["lifetime_earned"]
     shot(browser, "13-distributor-earnings")
+    follow(browser, "中文")  # the language switch: the same page, in Chinese, remembered
+    assert browser.current_url == f"{server.base}/console/distributors/DEMO-D2"
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
+    assert text(browser, '[data-figure="lifetime_earned"]').startswith("¥")
+    assert amount(text(browser, '[data-figure="lifetime_earned"]')) == earned["lifetime_earned"]
+    shot(browser, "13-distributor-earnings-zh")
+    follow(browser, "订单")
+    assert text(browser, "h1").startswith("订单")
+    follow(browser, "English")
+    assert text(browser, "h1").startswith("Orders")
     no_console_errors(browser)  # before the refusals below, which the browser logs as such
     for path, status in (("/console/orders/DEMO-O2", "404"), ("/console/distributors/DEMO-D1",
                          "404"), ("/console/timeline?order_id=DEMO-O2", "404"),

@@ -27,13 +27,16 @@ run: install
 	FENXIAO_SEAL_KEY="$${FENXIAO_SEAL_KEY:-$$(cat var/seal.key)}" \
 	  $(FENXIAO) serve --host 127.0.0.1 --port 8000
 
-## Headless chromium and its driver for the console's browser test
-## (tests/test_console_browser.py), from Debian's packages when missing.
+## Headless chromium and its driver for the console's browser tests
+## (tests/test_console*_browser.py), and a font with Chinese characters for their
+## screenshots of the Chinese pages, from Debian's packages when missing.
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || ( \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  test -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc || ( \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver \
+	    fonts-wqy-microhei)
 
 ## The whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432 must be up).
 test: install browser

@@ -5,13 +5,12 @@ import re
 from datetime import datetime, timedelta
 from uuid import UUID
 
+import phonenumbers
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import DomainError, Duplicate, InvalidCommand, InvalidTransition
 from domain.ids import natural_id
 
-MAINLAND_MOBILE = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
-E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 
 
 class ReferrerInactive(DomainError):
@@ -23,14 +22,20 @@ class CycleRefused(DomainError):
 
 
 def normalize_phone(phone: str) -> str:
-    """Mainland mobiles as +86 and 11 digits; other numbers in E.164; else refused."""
+    """A phone number in E.164 (+86 and 11 digits for a mainland mobile), read as the
+    telephone plan says it can exist (the `phonenumbers` library's metadata): a number
+    without a country code is a mainland one; a number no plan has is refused."""
     compact = re.sub(r"[\s\-()]", "", phone)
-    if mainland := MAINLAND_MOBILE.match(compact):
-        return "+86" + mainland.group(1)
-    if E164.match(compact):
-        return compact
-    raise InvalidCommand("phone must be a mainland mobile number (1[3-9] and 9 digits) or "
-                         "an E.164 number (+ country code and number)", field="phone")
+    try:
+        number = phonenumbers.parse(compact, "CN")
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise InvalidCommand("phone must be a mainland mobile number (11 digits, +86 "
+                             "optional) or an international number in E.164 (+ country "
+                             "code and number) that exists in its country's plan",
+                             field="phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _reason(reason: str) -> None:

@@ -17,12 +17,16 @@ AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 @pytest.mark.parametrize("raw, normal", [
     ("13800138000", "+8613800138000"), ("138-0013-8000", "+8613800138000"),
     ("+86 138 0013 8000", "+8613800138000"), ("+14155550100", "+14155550100"),
+    ("+44 20 7946 0000", "+442079460000"), ("8613800138000", "+8613800138000"),
 ])
 def test_phone_normalisation(raw: str, normal: str) -> None:
     assert normalize_phone(raw) == normal
 
 
-@pytest.mark.parametrize("raw", ["12800138000", "1380013800", "phone", "+0123456789", ""])
+# Impossible numbers too: no country 999, a US number in no area's plan, a +86 number
+# one digit short.
+@pytest.mark.parametrize("raw", ["12800138000", "1380013800", "phone", "+0123456789", "",
+                                 "+999123456789", "+15551234567", "+861380013800"])
 def test_bad_phones_are_refused(raw: str) -> None:
     with pytest.raises(InvalidCommand):
         normalize_phone(raw)
@@ -127,11 +131,37 @@ def test_wallet_and_withdrawal_rules() -> None:
             wallet.check_withdrawal(amount, 100)
     wallet.check_withdrawal(300, 100)
     withdrawal = Withdrawal.request("W1", "D", 300, "CNY", AT)
-    withdrawal.mark_paid("BANK-1", AT)
+    withdrawal.approve("op-1", "BANK-1", 50_000, 0, AT)
+    assert (withdrawal.status, withdrawal.approved_by) == ("paid", ["op-1"])
     with pytest.raises(InvalidTransition):
-        withdrawal.mark_paid("BANK-2", AT)
+        withdrawal.approve("op-2", "BANK-2", 50_000, 0, AT)
     with pytest.raises(InvalidTransition):
         withdrawal.reject("late", AT)
+
+
+def test_four_eyes_on_a_withdrawal() -> None:
+    """Above the threshold: one approval records itself; the same person again, or
+    another reference, is refused; a second person pays; nothing is paid while the
+    available balance is negative."""
+    from domain.approvals import ApprovalMismatch, SecondApproverRequired
+
+    withdrawal = Withdrawal.request("W2", "D", 60_000, "CNY", AT)
+    withdrawal.collect_events()
+    with pytest.raises(InsufficientBalance):
+        withdrawal.approve("op-1", "BANK-9", 50_000, -1, AT)
+    withdrawal.approve("op-1", "BANK-9", 50_000, 0, AT)
+    assert withdrawal.status == "awaiting_second_approval"
+    for actor, reference, error in (("op-1", "BANK-9", SecondApproverRequired),
+                                    ("op-2", "BANK-8", ApprovalMismatch)):
+        with pytest.raises(error):
+            withdrawal.approve(actor, reference, 50_000, 0, AT)
+    assert len(withdrawal.collect_events()) == 1  # the first approval alone
+    withdrawal.approve("op-2", " BANK-9 ", 50_000, 0, AT)
+    assert (withdrawal.status, withdrawal.approved_by, withdrawal.payment_reference) == \
+        ("paid", ["op-1", "op-2"], "BANK-9")
+    at_the_threshold = Withdrawal.request("W3", "D", 50_000, "CNY", AT)
+    at_the_threshold.approve("op-1", "BANK-7", 50_000, 0, AT)
+    assert at_the_threshold.status == "paid"
 
 
 def test_ids_with_colons_keep_their_accounts_apart() -> None:

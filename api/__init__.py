@@ -13,6 +13,7 @@ from api import audit
 from api import exports
 from api import seal
 from api import webhooks
+from api import access_log
 from api import console  # HTML pages at /console: not part of the JSON API
 from api.auth import TokenCache
 from api.guards import QuietMemoryStorage, client_address
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, application: Fenxiao | None 
     api.currency = settings.currency
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     api.spec.options["security"] = [{"bearer": []}]
+    access_log.register(flask)  # first: every request has its id before anything refuses
     errors.register(flask)  # after Api(), so our envelope replaces its error handler
     guards.register(flask, settings)  # before the limiter: its headers pass our filter
     flask.url_map.converters["distributor"] = distributors.DistributorIdConverter

@@ -96,6 +96,7 @@ class AuditEventOut(Schema):
     command_id = fields.String(allow_none=True)
     idempotency_key = fields.String(allow_none=True)
     correlation_id = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)  # the HTTP request that caused it, if any
     causation_id = fields.String(allow_none=True)
     data = fields.Dict()
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 from flask import Response, current_app, g, jsonify, request
 from sqlalchemy.engine import Connection
 
+from api.access_log import request_id
 from api.errors import ApiError
 from commands.reads import read_connection
 from commands.app import CommandContext, Reply, request_fingerprint
@@ -61,7 +62,8 @@ def execute_command(command: Command | Callable[[], dict[str, Any]], actor: str,
     fingerprint; a bare callable needs `fingerprint`. A refusal leaves as its
     DomainError."""
     context = CommandContext(actor=actor, idempotency_key=key,
-                             correlation_id=correlation_id, causation_id=causation_id)
+                             correlation_id=correlation_id, causation_id=causation_id,
+                             request_id=request_id())
     app = fenxiao()
     if isinstance(command, Command):
         fingerprint, status = command.fingerprint(), status or command.status

@@ -27,6 +27,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from api.access_log import write_to_stderr
 from api.server_errors import use_json_errors_in_gunicorn
 from commands.writer_host import ADDRESS_ENV, KEY_ENV
 
@@ -156,6 +157,8 @@ class Server(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hin
     def load(self) -> Flask:
         app = self.make_app()
         use_json_errors_in_gunicorn()  # what gunicorn refuses itself, in our envelope
+        if os.environ.get("FENXIAO_ACCESS_LOG", "1") != "0":
+            write_to_stderr()
         freeze_startup_objects()
         return app
 

@@ -47,15 +47,19 @@ class CommandContext:
     correlation_id: str | None = None
     causation_id: str | None = None
     command_id: str = field(default_factory=lambda: uuid4().hex)
+    request_id: str | None = None  # the HTTP request's (api/access_log.py), if one asked
 
     def as_meta(self) -> dict[str, str | None]:
-        return {
+        meta = {
             "actor": self.actor,
             "command_id": self.command_id,
             "idempotency_key": self.idempotency_key,
             "correlation_id": self.correlation_id or self.command_id,
             "causation_id": self.causation_id,
         }
+        if self.request_id is not None:
+            meta["request_id"] = self.request_id
+        return meta
 
 
 SYSTEM = CommandContext(actor="system")

@@ -331,7 +331,8 @@ def history_item(position: int, event: Any, masked: bool) -> dict[str, Any]:
         "version": event.originator_version, "type": kind,
         "timestamp": iso(event_time(event)),
         **{name: meta.get(name) for name in ("actor", "command_id", "idempotency_key",
-                                             "correlation_id", "causation_id")},
+                                             "correlation_id", "causation_id",
+                                             "request_id")},
         "data": jsonable(data),
     }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import re
 import threading
 import time
 from dataclasses import replace
@@ -258,3 +260,27 @@ def test_the_openapi_document_declares_our_errors_and_headers(api: Api) -> None:
                 assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"])
             else:
                 assert "503" in operation["responses"], path
+
+
+def test_every_request_has_an_id_and_one_access_log_line(api: Api, caplog) -> None:
+    """The id is answered in X-Request-Id (the client's own when sensible, else a new
+    one), recorded on the events the request's command caused, and ends its access-log
+    line (Apache's combined format, the token's name as the user)."""
+    caplog.set_level(logging.INFO, logger="fenxiao.access")
+    mine = api.post("/warehouses", {"warehouse_id": "W7", "name": "North",
+                                    "region": "north"}, **{"X-Request-Id": "shop-42"})
+    assert mine.status_code == 201 and mine.headers["X-Request-Id"] == "shop-42"
+    events = api.get("/audit/events", after=mine.get_json()["position"] - 1).get_json()
+    assert [e["request_id"] for e in events["items"]] == ["shop-42"]
+    assert events["items"][0]["actor"] == "test-admin"
+    forged = api.client.get("/api/v1/products", headers={
+        **api.headers("admin"), "X-Request-Id": 'a b" 200 forged'})
+    made = forged.headers["X-Request-Id"]
+    assert made != 'a b" 200 forged' and len(made) == 32
+    unauthorized = api.get("/products", role=None)
+    assert unauthorized.status_code == 401 and unauthorized.headers["X-Request-Id"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "fenxiao.access"]
+    assert re.fullmatch(r'127\.0\.0\.1 - test-admin \[[^]]+\] "POST /api/v1/warehouses '
+                        r'HTTP/1\.1" 201 \d+ "-" "[^"]*" \d+\.\dms shop-42', lines[0]), lines[0]
+    assert lines[2].endswith(f" {made}") and lines[3].split()[2] == "-"  # (1: the audit)
+    assert all("\n" not in line for line in lines)

@@ -24,7 +24,20 @@ from tests.test_server import call
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(
     os.environ.get("FENXIAO_SKIP_BROWSER") == "1", reason="FENXIAO_SKIP_BROWSER=1")]
-BIG = 80_000  # 800.00 yuan: above the default threshold of 500.00
+FOUR_EYES_MIN = 1_000  # 10.00 yuan: the server of this module asks two people above it
+BIG = 80_000  # 800.00 yuan
+
+
+@pytest.fixture(scope="module")
+def four_eyes() -> Iterator[None]:
+    """The server started for this module reads FENXIAO_FOUR_EYES_MIN from here."""
+    before = os.environ.get("FENXIAO_FOUR_EYES_MIN")
+    os.environ["FENXIAO_FOUR_EYES_MIN"] = str(FOUR_EYES_MIN)
+    yield
+    if before is None:
+        del os.environ["FENXIAO_FOUR_EYES_MIN"]
+    else:
+        os.environ["FENXIAO_FOUR_EYES_MIN"] = before
 
 
 def api(server: Server, method: str, path: str, body: Any = None, role: str = "admin") -> Any:
@@ -34,8 +47,9 @@ def api(server: Server, method: str, path: str, body: Any = None, role: str = "a
 
 
 @pytest.fixture(scope="module")
-def network(server: Server) -> Iterator[Server]:
-    """Two operators; an application waiting; DEMO-D2 with a large withdrawal requested."""
+def network(four_eyes: None, server: Server) -> Iterator[Server]:
+    """Two operators; an application waiting; DEMO-D2 with a large withdrawal requested;
+    an approved refund-only case of DEMO-O1."""
     database_url = server.env["FENXIAO_DATABASE_URL"]
     app = Fenxiao(Settings.from_env(database_url=database_url))
     try:
@@ -53,6 +67,10 @@ def network(server: Server) -> Iterator[Server]:
     api(server, "POST", "/distributors/DEMO-D2/withdrawals",
         {"amount": {"amount": BIG, "currency": "CNY"}, "withdrawal_id": "BR-W1"},
         role="distributor")
+    api(server, "POST", "/after-sales", {
+        "case_id": "BR-AS9", "order_id": "DEMO-O1", "type": "refund_only",
+        "lines": [{"sku": "TEA-LJ-250", "quantity": 1}], "reason": "the lid was loose"})
+    api(server, "POST", "/after-sales/BR-AS9/approve")
     settled(server.base, database_url)
     yield server
 
@@ -122,6 +140,43 @@ def test_a_large_payout_takes_two_operators(network: Server, browser: WebDriver)
     paid = api(network, "GET", "/withdrawals?status=paid")["items"]
     assert [(w["withdrawal_id"], w["approvals"]) for w in paid if w["withdrawal_id"] ==
             "BR-W1"] == [("BR-W1", ["browser-operator", "browser-operator2"])]
+    no_console_errors(browser)
+
+
+def refund(browser: WebDriver, server: Server, amount: str | None) -> str:
+    """On the case's page: fill in the refund (None: keep what the page filled in),
+    confirm; the confirmation's text."""
+    browser.get(f"{server.base}/console/aftersales/BR-AS9")
+    form = browser.find_element(By.CSS_SELECTOR, "section#refund form")
+    if amount is not None:
+        form.find_element(By.NAME, "amount").send_keys(amount)
+        form.find_element(By.NAME, "refund_reference").send_keys("BR-RF-9")
+    click(browser, form.find_element(By.CSS_SELECTOR, 'button[data-act="case_refund"]'))
+    confirmation = text(browser, "[data-confirm]")
+    click(browser, browser.find_element(By.CSS_SELECTOR, 'button[data-act="confirm"]'))
+    return confirmation
+
+
+def test_a_refund_above_the_threshold_takes_two_operators(network: Server,
+                                                          browser: WebDriver) -> None:
+    sign_in(browser, network, "operator")
+    assert "12.80" in refund(browser, network, "12.80")
+    assert "second person" in flash(browser)
+    assert api(network, "GET", "/after-sales/BR-AS9")["refunded"] == 0
+    shot(browser, "47-refund-awaiting-second")
+    refund(browser, network, None)  # the same operator again: refused, nothing paid
+    assert text(browser, '[data-figure="error-code"]') == "second_approver_required"
+    assert api(network, "GET", "/after-sales/BR-AS9")["status"] == \
+        "awaiting_second_approval"
+
+    sign_in(browser, network, "operator2")
+    refund(browser, network, None)  # the page fills in what the first approved
+    assert flash(browser) == "Refunded CN¥12.80 for case BR-AS9."
+    case = api(network, "GET", "/after-sales/BR-AS9")
+    assert (case["status"], case["refunded"]) == ("refunded", 1280)
+    assert [(h["status"], h["actor"]) for h in case["history"]][-2:] == [
+        ("awaiting_second_approval", "browser-operator"), ("refunded", "browser-operator2")]
+    shot(browser, "48-refund-paid-by-the-second")
     no_console_errors(browser)
 
 

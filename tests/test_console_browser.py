@@ -302,7 +302,8 @@ def test_a_distributor_sees_its_own_pages_and_no_one_elses(server: Server,
     sign_in(browser, server, "distributor")
     assert browser.current_url == f"{server.base}/console/orders"
     nav = [a.text for a in browser.find_elements(By.CSS_SELECTOR, 'nav[aria-label="Pages"] a')]
-    assert nav == ["Orders", "Earnings", "Timeline"]
+    assert nav == ["Orders", "Earnings", "Timeline", "Statement", "Downline", "Notifications",
+                   "Withdrawals"]
     mine = server.api("/orders", role="distributor")["items"]
     assert set(rows(browser, "orders", "total")) == {o["order_id"] for o in mine}
     assert {"DEMO-O1", "DEMO-O3"} <= {o["order_id"] for o in mine}

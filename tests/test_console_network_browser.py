@@ -3,7 +3,7 @@ helpers of tests/test_console_browser.py: one `fenxiao serve` for this module, d
 an operator finds an application in its queue and approves it; a withdrawal above the
 four-eyes threshold is approved by one operator, who then cannot pay it alone, and paid
 by a second, with the reference the first gave, after which it leaves the queue. The
-queues are shot in English and in Chinese (var/test-artefacts/console/40-...)."""
+queues are shot in English and in Chinese (var/test-artefacts/console/50-...)."""
 from __future__ import annotations
 
 import os
@@ -89,13 +89,13 @@ def test_an_operator_approves_an_application(network: Server, browser: WebDriver
     assert nav_count(browser, "applications") == str(len(pending))
     click(browser, browser.find_element(By.CSS_SELECTOR, 'a[href="/console/applications"]'))
     assert "BR-NEW" in rows(browser, "distributors", "status")
-    shot(browser, "40-applications-queue")
+    shot(browser, "50-applications-queue")
     click(browser, browser.find_element(
         By.CSS_SELECTOR, 'tr[data-key="BR-NEW"] button[data-act="distributor_approve"]'))
     assert flash(browser) == "Distributor BR-NEW approved."
     assert "BR-NEW" not in rows(browser, "distributors", "status")
     assert api(network, "GET", "/distributors/BR-NEW")["status"] == "active"
-    shot(browser, "41-application-approved")
+    shot(browser, "51-application-approved")
     no_console_errors(browser)
 
 
@@ -118,7 +118,7 @@ def test_a_large_payout_takes_two_operators(network: Server, browser: WebDriver)
     click(browser, browser.find_element(By.CSS_SELECTOR, 'a[href="/console/withdrawals"]'))
     shown = rows(browser, "withdrawals", "amount", "status")
     assert amount(shown["BR-W1"]["amount"]) == BIG
-    shot(browser, "42-withdrawals-queue")
+    shot(browser, "52-withdrawals-queue")
     confirmation = pay(browser, "BR-W1", "BANK-BR-1")
     assert "800.00" in confirmation and "BANK-BR-1" in confirmation
     assert "second person" in flash(browser)
@@ -126,7 +126,7 @@ def test_a_large_payout_takes_two_operators(network: Server, browser: WebDriver)
         "withdrawal_id"] == "BR-W1"
     row = browser.find_element(By.CSS_SELECTOR, 'tr[data-key="BR-W1"]')
     assert not row.find_elements(By.CSS_SELECTOR, 'button[data-act="withdrawal_approve"]')
-    shot(browser, "43-withdrawal-awaiting-second")
+    shot(browser, "53-withdrawal-awaiting-second")
 
     sign_in(browser, network, "operator2")
     click(browser, browser.find_element(By.CSS_SELECTOR, 'a[href="/console/withdrawals"]'))
@@ -136,7 +136,7 @@ def test_a_large_payout_takes_two_operators(network: Server, browser: WebDriver)
     pay(browser, "BR-W1", None)
     assert flash(browser) == "Withdrawal BR-W1 paid, reference BANK-BR-1."
     assert "BR-W1" not in rows(browser, "withdrawals", "status")  # left the queue
-    shot(browser, "44-withdrawal-paid")
+    shot(browser, "54-withdrawal-paid")
     paid = api(network, "GET", "/withdrawals?status=paid")["items"]
     assert [(w["withdrawal_id"], w["approvals"]) for w in paid if w["withdrawal_id"] ==
             "BR-W1"] == [("BR-W1", ["browser-operator", "browser-operator2"])]
@@ -163,7 +163,7 @@ def test_a_refund_above_the_threshold_takes_two_operators(network: Server,
     assert "12.80" in refund(browser, network, "12.80")
     assert "second person" in flash(browser)
     assert api(network, "GET", "/after-sales/BR-AS9")["refunded"] == 0
-    shot(browser, "47-refund-awaiting-second")
+    shot(browser, "57-refund-awaiting-second")
     refund(browser, network, None)  # the same operator again: refused, nothing paid
     assert text(browser, '[data-figure="error-code"]') == "second_approver_required"
     assert api(network, "GET", "/after-sales/BR-AS9")["status"] == \
@@ -176,7 +176,7 @@ def test_a_refund_above_the_threshold_takes_two_operators(network: Server,
     assert (case["status"], case["refunded"]) == ("refunded", 1280)
     assert [(h["status"], h["actor"]) for h in case["history"]][-2:] == [
         ("awaiting_second_approval", "browser-operator"), ("refunded", "browser-operator2")]
-    shot(browser, "48-refund-paid-by-the-second")
+    shot(browser, "58-refund-paid-by-the-second")
     no_console_errors(browser)
 
 
@@ -185,8 +185,8 @@ def test_the_queues_in_chinese(network: Server, browser: WebDriver) -> None:
     browser.get(f"{network.base}/console/language?lang=zh_CN&next=/console/withdrawals")
     assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang").startswith("zh")
     assert "提现" in browser.find_element(By.TAG_NAME, "h1").text
-    shot(browser, "45-withdrawals-zh")
+    shot(browser, "55-withdrawals-zh")
     browser.get(f"{network.base}/console/applications?status=active")
-    shot(browser, "46-distributors-zh")
+    shot(browser, "56-distributors-zh")
     browser.get(f"{network.base}/console/language?lang=en&next=/console/applications")
     no_console_errors(browser)

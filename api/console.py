@@ -571,6 +571,8 @@ def distributor(principal: Principal, distributor_id: str) -> Response:
                               decode_cursor(query["cursor"], datetime, str, int),
                               query["limit"] + 1)
         downline = direct_downline(conn, distributor_id, None, 51)
+    if principal.role != "admin":  # people's names, masked as everywhere but for admin
+        downline = [{**d, "name": audit_log.mask_name(d["name"])} for d in downline]
     listing = page(rows, query["limit"], lambda c: c["cursor"])
     return render("distributor.html", position=position, distributor=found,
                   earnings=figures, commissions=listing["items"], downline=downline[:50],

@@ -632,3 +632,40 @@ def test_a_suspended_distributor_gets_no_form_and_its_withdrawal_is_refused(shop
     finally:
         shop.run(lambda: app.reinstate_distributor("D6", "console self test"))
         shop.settle()
+
+
+def test_the_distributor_page_masks_downline_names_but_for_admin(database_url: str) -> None:
+    """The older distributor page lists the direct downline too: names masked there as on
+    the self-service pages, for every role but admin."""
+    import re as _re
+    from api import create_app
+    from api.auth import create_token
+    from commands import Fenxiao
+    from commands.settings import Settings
+    from tests.conftest import wipe
+    from tests.test_console import catch_up, sign_in
+
+    wipe(database_url)
+    app = Fenxiao(Settings(database_url=database_url, rate_limit=None,
+                           auth_failure_limit=None))
+    try:
+        app.execute(lambda: app.apply_distributor("Zhang Wei", "13800000201",
+                                                  distributor_id="M1"))
+        app.execute(lambda: app.approve_distributor("M1"))
+        code = app.distributor("M1").referral_code
+        app.execute(lambda: app.apply_distributor("Li Na", "13800000202", code,
+                                                  distributor_id="M2"))
+        app.execute(lambda: app.approve_distributor("M2"))
+        catch_up(app)
+        flask = create_app(app.settings, application=app)
+        shown = {}
+        for role, owner in (("admin", None), ("operator", None), ("distributor", "M1")):
+            client = flask.test_client()
+            token = create_token(app.engine, role, name=f"mask-{role}", distributor_id=owner)
+            assert sign_in(client, token).status_code == 303
+            page = client.get("/console/distributors/M1").text
+            shown[role] = bool(_re.search(r"Li Na", page)), "L**" in page
+        assert shown == {"admin": (True, False), "operator": (False, True),
+                         "distributor": (False, True)}
+    finally:
+        app.close()

@@ -7,7 +7,8 @@ causes (commands/app.py CommandContext), so a line of the log, a reply and an ev
 matched. The line is Apache's combined format, the token's name standing as the user,
 with the latency and the request id added at the end:
 
-    127.0.0.1 - integration-shop [08/Dec/2026:02:40:00 +0000] "POST /api/v1/orders HTTP/1.1" 201 812 "-" "curl/8.5" 3.1ms 9f0c…
+    127.0.0.1 - shop [08/Dec/2026:02:40:00 +0000] "POST /api/v1/orders HTTP/1.1" 201 812
+        "-" "curl/8.5" 3.1ms 9f0c…      (one line)
 
 The logger is `fenxiao.access`; `fenxiao serve` writes it to stderr unless
 FENXIAO_ACCESS_LOG=0.

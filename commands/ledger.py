@@ -13,9 +13,9 @@ from domain.accruals import AccrualBasis, LineCommission
 from domain.commissions import (Accrual, Beneficiary, Forfeit, PaidLine, RuleTerms,
                                 split_commission)
 from domain.errors import Duplicate, InvalidTransition
-from domain.ledger import (JournalEntry, PayoutReference, Wallet, Withdrawal, accrual_lines, clawback_lines,
-                           maturity_lines, parse_account, reverse_pending_lines,
-                           withdrawal_paid_lines, withdrawal_rejected_lines,
+from domain.ledger import (JournalEntry, PayoutReference, Wallet, Withdrawal, accrual_lines,
+                           clawback_lines, maturity_lines, parse_account,
+                           reverse_pending_lines, withdrawal_paid_lines, withdrawal_rejected_lines,
                            withdrawal_request_lines)
 
 REVERSAL_LINES: dict[str, Callable[[str, int], list[dict[str, Any]]]] = {

@@ -8,7 +8,9 @@ from typing import Any
 
 def utc(at: datetime) -> datetime:
     """Aware, in UTC; a naive time (SQLite gives them back so) is UTC already."""
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    if at.tzinfo is None:
+        return at.replace(tzinfo=timezone.utc)
+    return at.astimezone(timezone.utc)
 
 
 def iso(at: datetime | None) -> str | None:

@@ -15,8 +15,8 @@ from domain.commissions import (Accrual, Beneficiary, Forfeit, PaidLine, RuleTer
 from domain.errors import Duplicate, InvalidTransition
 from domain.ledger import (JournalEntry, PayoutReference, Wallet, Withdrawal, accrual_lines,
                            clawback_lines, maturity_lines, parse_account,
-                           reverse_pending_lines, withdrawal_paid_lines, withdrawal_rejected_lines,
-                           withdrawal_request_lines)
+                           reverse_pending_lines, withdrawal_paid_lines,
+                           withdrawal_rejected_lines, withdrawal_request_lines)
 
 REVERSAL_LINES: dict[str, Callable[[str, int], list[dict[str, Any]]]] = {
     "pending": reverse_pending_lines, "available": clawback_lines}

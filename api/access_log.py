@@ -16,6 +16,7 @@ FENXIAO_ACCESS_LOG=0.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -70,11 +71,15 @@ def _quoted(text: str) -> str:
     return re.sub(r'[\x00-\x20\x7f-\x9f"\\]', lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def write_to_stderr() -> None:
-    """For `fenxiao serve`: the lines go to stderr (once per process)."""
+def configure_for_serving() -> None:
+    """For `fenxiao serve`, in each process that answers: the lines go to stderr, or with
+    FENXIAO_ACCESS_LOG=0 are not even formatted."""
+    if os.environ.get("FENXIAO_ACCESS_LOG", "1") == "0":
+        log.setLevel(logging.WARNING)  # above INFO: `_finish` skips the line entirely
+        return
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    log.setLevel(logging.INFO)
+    log.propagate = False  # one line, ours, whatever the root logger does

@@ -83,7 +83,7 @@ def _serve_one_process(host: str, port: int, threads: int, with_worker: bool) ->
 
     from api import create_app
     from api.serving import freeze_startup_objects
-    from api.access_log import write_to_stderr
+    from api.access_log import configure_for_serving
     from api.server_errors import waitress_server
     from projections.runner import worker
 
@@ -96,8 +96,7 @@ def _serve_one_process(host: str, port: int, threads: int, with_worker: bool) ->
 
         flask.extensions["fenxiao_webhooks"] = WebhookSender(app).start()
     _announce(host, port)
-    if os.environ.get("FENXIAO_ACCESS_LOG", "1") != "0":
-        write_to_stderr()
+    configure_for_serving()
     freeze_startup_objects()
     waitress.serve(flask, host=host, port=port, threads=threads, ident="fenxiao",
                    _server=waitress_server)  # what waitress refuses itself, in our envelope

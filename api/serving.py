@@ -27,7 +27,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from api.access_log import write_to_stderr
+from api.access_log import configure_for_serving
 from api.server_errors import use_json_errors_in_gunicorn
 from commands.writer_host import ADDRESS_ENV, KEY_ENV
 
@@ -157,8 +157,7 @@ class Server(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hin
     def load(self) -> Flask:
         app = self.make_app()
         use_json_errors_in_gunicorn()  # what gunicorn refuses itself, in our envelope
-        if os.environ.get("FENXIAO_ACCESS_LOG", "1") != "0":
-            write_to_stderr()
+        configure_for_serving()
         freeze_startup_objects()
         return app
 

@@ -48,8 +48,11 @@ def call(base: str, method: str, path: str, token: str | None = None,
 
 
 def start(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*FENXIAO, *args], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """Its stderr is read only if it fails to start: so no access log, whose lines would
+    fill the pipe and stop the server mid-write (`start_logged` keeps them)."""
+    return subprocess.Popen([*FENXIAO, *args], env={**env, "FENXIAO_ACCESS_LOG": "0"},
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def wait_until_up(base: str, server: subprocess.Popen) -> None:

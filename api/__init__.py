@@ -15,6 +15,9 @@ from api import seal
 from api import webhooks
 from api import access_log
 from api import console  # HTML pages at /console: not part of the JSON API
+# The console's queues, actions and self-service pages register on its blueprint when
+# imported, in the order of its navigation; nothing else imports them.
+from api import console_work, console_warehouse, console_network, console_self  # noqa: F401
 from api.auth import TokenCache
 from api.guards import QuietMemoryStorage, client_address
 from api.openapi import FenxiaoApi

@@ -16,8 +16,8 @@ masks it.
 
 The session is Flask's signed cookie, path /console, HttpOnly, SameSite=Strict, Secure
 when served over HTTPS. It holds the SHA-256 of the token (what fenxiao_api_tokens
-stores), never the token, and that is looked up again on every request: a deleted token
-(or a changed FENXIAO_ADMIN_TOKEN) signs its sessions out at once. The signing key is
+stores), never the token, and that is looked up again on every request: a revoked,
+expired or deleted token (or a changed FENXIAO_ADMIN_TOKEN) signs its sessions out at once. The signing key is
 FENXIAO_CONSOLE_SECRET or, unset, a random secret kept in fenxiao_store_facts, written
 on first use: a fresh `make run` needs no setting, sessions survive restarts, and every
 API process on one database shares it. Whoever reads that table could forge a cookie, but
@@ -54,18 +54,17 @@ from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotF
 from api import console_i18n as i18n
 from api import orders as orders_api
 from api import stock as stock_api
-from api.auth import Principal, authenticate
+from api.auth import ENV_ADMIN, Principal, authenticate, principal_of
 from api.console_i18n import money, money_plain, when  # noqa: F401 (imported from here)
 from api.errors import ApiError
 from api.guards import client_address
 from api.http import decode_cursor, fenxiao, page, read_position, reading
-from commands.reads import read_connection
 from api.reports import (DateOrTime, ReplenishmentQuery, replenishment_rows, rows_after,
                          sales_key_after)
 from api.schemas import Id, PageQuery, ReadQuery, Str
 from commands import audit as audit_log
 from commands.app import StoreMismatch
-from commands.storage import api_tokens, insert_for, store_facts
+from commands.storage import insert_for, store_facts
 from domain.aftersales import Case
 from domain.distributors import Distributor
 from domain.errors import DomainError
@@ -200,11 +199,8 @@ def _signed_in() -> Principal | None:
     app = fenxiao()
     admin_token = app.settings.admin_token
     if admin_token and hmac.compare_digest(reference, _digest(admin_token)):
-        return Principal(name="env-admin", role="admin")
-    with read_connection(app.engine) as conn:
-        row = conn.execute(select(api_tokens).where(
-            api_tokens.c.token_hash == reference)).first()
-    return Principal(row.name, row.role, row.distributor_id) if row else None
+        return Principal(name=ENV_ADMIN, role="admin")
+    return principal_of(app.engine, reference, now=app.clock())  # revoked or expired: None
 
 
 @blp.before_request
@@ -417,7 +413,7 @@ def signin_post() -> Response:
     _check_form()
     token = request.form.get("token", "").strip()
     app = fenxiao()
-    principal = (authenticate(app.engine, token, app.settings.admin_token)
+    principal = (authenticate(app.engine, token, app.settings.admin_token, now=app.clock())
                  if 0 < len(token) <= 200 else None)
     if principal is None:
         failures = current_app.extensions.get("fenxiao_auth_failures")
@@ -780,8 +776,3 @@ def missing(rest: str) -> Response:
                                                                else set())))
     raise NotFound(str(i18n.HTTP_EXPLANATIONS[404]))
 
-
-# The work queues and their actions register their pages and routes on this blueprint.
-from api import console_work  # noqa: E402,F401  (after every name it imports from here)
-from api import console_network  # noqa: E402,F401  (the same)
-from api import console_self  # noqa: E402,F401  (the same: a distributor's own pages)

@@ -369,7 +369,3 @@ def parked_retry(principal: Any, name: str) -> Response:
     flash(gettext("%(name)s: %(applied)d applied, %(remaining)d still parked.",
                   name=name, applied=applied, remaining=remaining), "success")
     return redirect(back_url(url_for(".parked")), 303)
-
-
-# The warehouse's queues (shipments, low stock): their routes and counts.
-from api import console_warehouse  # noqa: E402,F401  (after every name it imports from here)

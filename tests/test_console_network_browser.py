@@ -190,3 +190,23 @@ def test_the_queues_in_chinese(network: Server, browser: WebDriver) -> None:
     shot(browser, "56-distributors-zh")
     browser.get(f"{network.base}/console/language?lang=en&next=/console/applications")
     no_console_errors(browser)
+
+
+@pytest.mark.parametrize("role", ["admin", "distributor"])
+def test_every_page_in_both_languages(network: Server, browser: WebDriver, role: str) -> None:
+    """Each page of the role's navigation, shot in English and in Chinese; each answers in
+    the language asked for, with nothing refused by the page's policy."""
+    sign_in(browser, network, role)
+    pages = [a.get_attribute("href") for a in browser.find_elements(
+        By.CSS_SELECTOR, 'nav[aria-label="Pages"] a')]
+    assert len(pages) >= (15 if role == "admin" else 6), pages
+    for lang, html_lang in (("en", "en"), ("zh_CN", "zh-CN")):
+        browser.get(f"{network.base}/console/language?lang={lang}&next=/console/")
+        for href in pages:
+            browser.get(href)
+            assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == \
+                html_lang, href
+            assert browser.find_elements(By.TAG_NAME, "h1"), href
+            shot(browser, f"60-{role}-{lang}-{href.rstrip('/').rpartition('/')[2]}")
+    browser.get(f"{network.base}/console/language?lang=en&next=/console/")
+    no_console_errors(browser)

@@ -271,7 +271,11 @@ def token() -> None:
 @click.option("--distributor", "distributor_id", default=None,
               help="The distributor a distributor token is bound to.")
 @click.option("--name", default=None, help="A unique name (default: role plus random).")
-def token_create(role: str, distributor_id: str | None, name: str | None) -> None:
+@click.option("--expires-in", "expires_in_days", default=None, metavar="DAYS",
+              type=click.IntRange(min=1, max=36_500),
+              help="Refuse the token this many days from now (default: never).")
+def token_create(role: str, distributor_id: str | None, name: str | None,
+                 expires_in_days: int | None) -> None:
     """Create a token and print it alone on stdout (only its hash is stored)."""
     from api.auth import create_token
     from domain.errors import DomainError
@@ -283,9 +287,77 @@ def token_create(role: str, distributor_id: str | None, name: str | None) -> Non
         raise click.ClickException(f"no distributor {distributor_id}: a distributor token "
                                    "is bound to an existing distributor")
     try:
-        click.echo(create_token(app.engine, role, name, distributor_id))
+        click.echo(create_token(app.engine, role, name, distributor_id, expires_in_days,
+                                now=app.clock()))
     except DomainError as error:
         raise click.ClickException(error.message) from None
+
+
+@token.command("list")
+@click.option("--all", "include_unusable", is_flag=True,
+              help="Also list revoked and expired tokens.")
+def token_list(include_unusable: bool) -> None:
+    """List tokens, one a line: name, role, distributor, created, expires, last used,
+    revoked (times in UTC; last used is up to a minute behind). Never a token or its hash."""
+    from api.auth import list_tokens
+
+    app = _app(check_store=False)
+    try:
+        now = app.clock()
+        tokens = list_tokens(app.engine, include_unusable, now=now)
+    finally:
+        app.close()
+    if app.settings.admin_token:
+        click.echo("FENXIAO_ADMIN_TOKEN is set: it is an admin token too (env-admin), not "
+                   "stored here, and revoked only by changing it", err=True)
+    if not tokens:
+        click.echo("no tokens" if include_unusable
+                   else "no usable tokens (--all lists revoked and expired ones)", err=True)
+        return
+    lines = [["NAME", "ROLE", "DISTRIBUTOR", "CREATED", "EXPIRES", "LAST USED", "REVOKED"]]
+    for row in tokens:
+        expires = _minute(row["expires_at"], "never")
+        if row["expires_at"] is not None and row["expires_at"] <= now:
+            expires += " (expired)"
+        lines.append([row["name"], row["role"], row["distributor_id"] or "-",
+                      _minute(row["created_at"], "-"), expires,
+                      _minute(row["last_used_at"], "never"), _minute(row["revoked_at"], "-")])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def _minute(at: Any, absent: str) -> str:
+    return at.strftime("%Y-%m-%d %H:%MZ") if at is not None else absent
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Revoke the token NAME (as `token list` shows it). API processes that used it in
+    the last FENXIAO_TOKEN_CACHE_S seconds (default 5) may accept it until then; the
+    console refuses it at once. FENXIAO_ADMIN_TOKEN (env-admin) cannot be revoked here:
+    change or unset it and restart."""
+    from api.auth import ENV_ADMIN, revoke_token
+    from domain.errors import NotFound
+
+    app = _app(check_store=False)
+    try:
+        before = revoke_token(app.engine, name, now=app.clock())
+    except NotFound as error:
+        if name == ENV_ADMIN:
+            raise click.ClickException(
+                f"{ENV_ADMIN} is FENXIAO_ADMIN_TOKEN, which is not stored: it cannot be "
+                "revoked; change or unset FENXIAO_ADMIN_TOKEN and restart the API") from None
+        raise click.ClickException(f"{error.message} (see `fenxiao token list --all`)"
+                                   ) from None
+    finally:
+        app.close()
+    if before is not None:
+        click.echo(f"token {name} was already revoked at {_minute(before, '')}", err=True)
+        return
+    click.echo(f"token {name} revoked; API processes may still accept it for up to "
+               f"{app.settings.token_cache_s:g} s (FENXIAO_TOKEN_CACHE_S)", err=True)
 
 
 @main.group()

@@ -17,12 +17,13 @@ masks it.
 The session is Flask's signed cookie, path /console, HttpOnly, SameSite=Strict, Secure
 when served over HTTPS. It holds the SHA-256 of the token (what fenxiao_api_tokens
 stores), never the token, and that is looked up again on every request: a revoked,
-expired or deleted token (or a changed FENXIAO_ADMIN_TOKEN) signs its sessions out at once. The signing key is
-FENXIAO_CONSOLE_SECRET or, unset, a random secret kept in fenxiao_store_facts, written
-on first use: a fresh `make run` needs no setting, sessions survive restarts, and every
-API process on one database shares it. Whoever reads that table could forge a cookie, but
-only for a token whose hash they also read there, for pages showing what the database
-holds anyway; set FENXIAO_CONSOLE_SECRET to keep the key out of the database.
+expired or deleted token (or a changed FENXIAO_ADMIN_TOKEN) signs its sessions out at
+once. The signing key is FENXIAO_CONSOLE_SECRET or, unset, a random secret kept in
+fenxiao_store_facts, written on first use: a fresh `make run` needs no setting, sessions
+survive restarts, and every API process on one database shares it. Whoever reads that
+table could forge a cookie, but only for a token whose hash they also read there, for
+pages showing what the database holds anyway; set FENXIAO_CONSOLE_SECRET to keep the key
+out of the database.
 
 Every page is in Simplified Chinese or English, amounts and times written as that language
 and the merchant's time zone write them (api/console_i18n.py); text shown to people is

@@ -47,6 +47,9 @@ api_tokens = Table(
     Column("role", String(20), nullable=False),
     Column("distributor_id", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),  # None: never
+    Column("revoked_at", DateTime(timezone=True), nullable=True),  # the row stays listed
+    Column("last_used_at", DateTime(timezone=True), nullable=True),  # up to a minute behind
     UniqueConstraint("name", name="uq_fenxiao_api_tokens_name"),
 )
 

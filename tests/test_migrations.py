@@ -13,6 +13,6 @@ def test_head_matches_the_models_and_upgrade_is_idempotent(database_url: str) ->
     engine = create_engine(database_url)
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": compare_type})
-        assert context.get_current_revision() == "0017"
+        assert context.get_current_revision() == "0018"
         assert compare_metadata(context, target_metadata()) == []
     engine.dispose()

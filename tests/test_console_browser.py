@@ -11,6 +11,7 @@ chromium and chromium-driver when they are missing; FENXIAO_SKIP_BROWSER=1 leave
 file out knowingly (like FENXIAO_SKIP_POSTGRES)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -101,22 +102,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                                               distributor_id="DEMO-D2")}
     finally:
         app.close()
-    port = free_port()
-    log = (database.parent / "server.log").open("w")  # a pipe nobody reads could fill up
-    process = subprocess.Popen([*FENXIAO, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                               stdout=log, stderr=log)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(f"{base}/api/v1", process)
-        settled(base, env["FENXIAO_DATABASE_URL"])
+    with serving(env, database.parent / "server.log") as base:
         yield Server(base, env, tokens)
-    finally:
-        process.terminate()
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`fenxiao serve` (worker in-process) on a free port until the block ends, its
+    output in `log_path` (a pipe nobody reads could fill up); the base URL once the
+    worker has caught up and sealed the log."""
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen([*FENXIAO, "serve", "--port", str(port)], env=env,
+                                   cwd=ROOT, stdout=log, stderr=log)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            base = f"http://127.0.0.1:{port}"
+            wait_until_up(f"{base}/api/v1", process)
+            settled(base, env["FENXIAO_DATABASE_URL"])
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ server's own clock, now, comes after all of it."""
 from __future__ import annotations
 
 import os
-import subprocess
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -30,9 +29,8 @@ from projections import all_projections
 from projections.policies import all_process_managers
 from projections.runner import ProjectionRunner, positions
 from tests.test_console_browser import (  # noqa: F401 (browser: the fixture)
-    SEAL_KEY, Server, amount, browser, click, follow, no_console_errors, rows, settled, shot,
+    SEAL_KEY, Server, amount, browser, click, follow, no_console_errors, rows, serving, shot,
     sign_in, text)
-from tests.test_server import FENXIAO, ROOT, free_port, wait_until_up
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(
     os.environ.get("FENXIAO_SKIP_BROWSER") == "1", reason="FENXIAO_SKIP_BROWSER=1")]
@@ -92,22 +90,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                                               distributor_id="DEMO-D2")}
     finally:
         app.close()
-    port = free_port()
-    log = (database.parent / "server.log").open("w")
-    process = subprocess.Popen([*FENXIAO, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                               stdout=log, stderr=log)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(f"{base}/api/v1", process)
-        settled(base, env["FENXIAO_DATABASE_URL"])
+    with serving(env, database.parent / "server.log") as base:
         yield Server(base, env, tokens)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def figure(browser: WebDriver, name: str) -> int:

@@ -7,12 +7,13 @@ into rows and written with a few statements (projections/batching.py), not a rea
 write per event."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Sequence
 
 from sqlalchemy import JSON, Column, DateTime, Index, String, Table, Text, select, tuple_
 from sqlalchemy.engine import Connection
 
+from commands.views import utc as _utc
 from commands.orders import iso
 from commands.storage import BIGINT, metadata
 from domain.approvals import AWAITING
@@ -39,11 +40,6 @@ cases = Table(
     Index("ix_rm_aftersales_cases_status_requested_at", "status", "requested_at"),
     Index("ix_rm_aftersales_cases_requested_at_case_id", "requested_at", "case_id"),
 )
-
-
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else \
-        at.astimezone(timezone.utc)
 
 
 class _Batch:

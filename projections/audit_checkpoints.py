@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy_utils.types.uuid import UUIDType
 
 import domain
+from commands.views import utc
 from commands.storage import BIGINT, EVENTS_TABLE, insert_for, metadata, tracking
 from domain.ledger import JournalEntry, parse_account
 from projections.base import Projection
@@ -96,12 +97,6 @@ CLOCK_ROW = "latest"
 
 Key = tuple[str, str, str]  # account, currency, kind
 ALL_KINDS = ""  # the kind of an account's key that totals every kind of entry
-
-
-def utc(at: datetime) -> datetime:
-    """Aware, in UTC (SQLite returns naive times, which are UTC as stored)."""
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else \
-        at.astimezone(timezone.utc)
 
 
 def event_time(event: Any) -> datetime:

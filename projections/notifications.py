@@ -18,12 +18,13 @@ for the orders it names (projections/batching.py).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Sequence
 
 from sqlalchemy import Column, DateTime, Index, String, Table, Text, select, tuple_
 from sqlalchemy.engine import Connection
 
+from commands.views import utc
 from commands.storage import metadata
 from domain.ids import natural_id
 from domain.orders import Order
@@ -55,11 +56,6 @@ notification_orders = Table(
 
 def _money(amount_minor: int, currency: str) -> str:
     return f"{amount_minor // 100}.{amount_minor % 100:02d} {currency}"
-
-
-def utc(at: datetime) -> datetime:
-    """In UTC, as stored (SQLite keeps no offset, so every row must share one)."""
-    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 class _Batch:

@@ -14,6 +14,7 @@ from sqlalchemy import (JSON, Column, DateTime, Index, Integer, String, Table, T
                         tuple_)
 from sqlalchemy.engine import Connection
 
+from commands.views import utc as aware_utc
 from commands.orders import iso
 from commands.storage import BIGINT as MINOR, metadata
 from domain.orders import Order
@@ -75,10 +76,7 @@ order_shipments = Table(
 
 
 def utc(at: datetime | None) -> datetime | None:
-    if at is None:
-        return None
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else \
-        at.astimezone(timezone.utc)
+    return None if at is None else aware_utc(at)
 
 
 class _Batch:
